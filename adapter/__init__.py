@@ -1,0 +1,1 @@
+"""The control plane: discovery loop, per-server listeners, reconciliation."""

@@ -1,0 +1,1 @@
+"""Pure conversion of Nacos MCP-registry documents into gateway models."""

@@ -1,0 +1,1 @@
+"""The data plane: MCP endpoints, upstream invokers, admin API and the CLI."""

@@ -1,0 +1,1 @@
+"""State of the gateway: internal models, the versioned GatewayState and its managers."""

@@ -1,0 +1,1 @@
+"""Configuration sources: Nacos, a live files tree, and memory (tests, replay)."""
