@@ -1,0 +1,482 @@
+"""ConfigConverter: one server's aggregated snapshot in, gateway models (or a precise error) out.
+
+Pure and deterministic: no I/O, no clock, no randomness; the same snapshot
+gives equal models whatever the order of its inputs.  It raises only
+``ConversionError``, which names server, version, file (dataId), JSON path and
+reason, because that is what an operator needs to fix a spec.  Everything a
+call needs is compiled here (argument validators, parsed templates) so a bad
+template is rejected when the config arrives, not when a user calls the tool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from converter.arguments import ArgumentValidator
+from converter.models import ServerSpec, ToolsSpec, VersionsFile
+from converter.rest import compile_rest_binding
+from registry.errors import ConversionError
+from registry.models import BackendKind, Cluster, Instance, Route, ServerModels, Tool, sanitize_name
+from remote.base import (
+    ConfigKey,
+    ServiceInstance,
+    ServiceKey,
+    server_spec_key,
+    tools_spec_key,
+    versions_key,
+)
+
+TEMPLATE_KIND = "json-go-template"
+REST_PROTOCOLS = frozenset({"http", "https"})
+MCP_PROTOCOLS = frozenset({"mcp-sse", "mcp-streamable"})
+UNSERVABLE_PROTOCOLS = frozenset({"stdio", "dubbo"})
+LEGACY_NAMESPACE = "nacos-default-mcp"
+
+CREDENTIAL_REF = re.compile(r"\$\{nacos\.([^/{}\s]+)/([^/{}\s]+)\}")
+"""``${nacos.<dataId>/<group>}``: a reference to another config (a credential)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSnapshot:
+    """Everything the listener gathered for one server, at one moment."""
+
+    server_id: str
+    namespace: str
+    versions: str
+    server_spec: str | None = None
+    tools_spec: str | None = None
+    instances: tuple[ServiceInstance, ...] | None = None
+    credentials: Mapping[ConfigKey, str | None] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class DisabledServer:
+    """The versions file says ``enabled: false``: serve nothing of it."""
+
+    server_id: str
+    name: str
+    version: str | None
+
+
+def _pydantic_path(loc: Iterable[int | str]) -> str:
+    path = "$"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], content: str, *, where: dict[str, str], what: str) -> M:
+    try:
+        raw = json.loads(content)
+    except json.JSONDecodeError as exc:
+        raise ConversionError(
+            f"{what} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
+            "fix the file and publish it again",
+            **where,
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ConversionError(f"{what} must be a JSON object, got {type(raw).__name__}", **where)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConversionError(
+            f"{what}: {first['msg']}{more}", path=_pydantic_path(first["loc"]), **where
+        ) from exc
+
+
+def parse_versions(server_id: str, namespace: str, content: str) -> VersionsFile:
+    where = {"server_id": server_id, "file": versions_key(server_id, namespace).data_id}
+    versions = _parse(VersionsFile, content, where=where, what="versions file")
+    if versions.id != server_id:
+        raise ConversionError(
+            f"versions file says id {versions.id!r} but its dataId belongs to server {server_id!r}",
+            path="$.id",
+            **where,
+        )
+    return versions
+
+
+def select_version(versions: VersionsFile, namespace: str) -> str | None:
+    """The version to serve: ``latestPublishedVersion``, never a draft.
+
+    ``None`` when nothing was ever published (only drafts): not an error, just
+    nothing to serve yet.
+    """
+    latest = versions.latestPublishedVersion
+    if not latest:
+        return None
+    detail = next((d for d in versions.versionDetails if d.version == latest), None)
+    where = {"server_id": versions.id, "file": versions_key(versions.id, namespace).data_id}
+    if detail is None:
+        raise ConversionError(
+            f"latestPublishedVersion {latest!r} is not listed in versionDetails",
+            path="$.latestPublishedVersion",
+            **where,
+        )
+    if not detail.published:
+        raise ConversionError(
+            f"latestPublishedVersion {latest!r} is a draft (it has no release_date); "
+            "publish it or point latestPublishedVersion at a released version",
+            path="$.latestPublishedVersion",
+            **where,
+        )
+    return latest
+
+
+def parse_server_spec(server_id: str, version: str, namespace: str, content: str) -> ServerSpec:
+    where = {
+        "server_id": server_id,
+        "version": version,
+        "file": server_spec_key(server_id, version, namespace).data_id,
+    }
+    spec = _parse(ServerSpec, content, where=where, what="server spec")
+    if spec.id != server_id:
+        raise ConversionError(f"server spec says id {spec.id!r}", path="$.id", **where)
+    if spec.versionDetail.version != version:
+        raise ConversionError(
+            f"server spec is for version {spec.versionDetail.version!r}, expected {version!r}",
+            path="$.versionDetail.version",
+            **where,
+        )
+    return spec
+
+
+def service_key_of(spec: ServerSpec) -> ServiceKey | None:
+    ref = spec.remoteServerConfig.serviceRef if spec.remoteServerConfig else None
+    if ref is None:
+        return None
+    return ServiceKey(ref.namespaceId or "public", ref.groupName or "DEFAULT_GROUP", ref.serviceName)
+
+
+def credential_refs(content: str, namespace: str) -> frozenset[ConfigKey]:
+    """Every ``${nacos.<dataId>/<group>}`` in a tools spec, as config keys."""
+    return frozenset(ConfigKey(namespace, group, data_id) for data_id, group in CREDENTIAL_REF.findall(content))
+
+
+def credential_name(key: ConfigKey) -> str:
+    """The name under ``.config.credentials`` a referenced config is known by."""
+    return f"{key.group}_{key.data_id}"
+
+
+def _parse_credential(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw.strip()
+
+
+def _substitute(value: Any, resolved: Mapping[tuple[str, str], Any]) -> Any:
+    if isinstance(value, str):
+        whole = CREDENTIAL_REF.fullmatch(value)
+        if whole:
+            return resolved[(whole.group(1), whole.group(2))]
+
+        def text(match: re.Match[str]) -> str:
+            found = resolved[(match.group(1), match.group(2))]
+            return found if isinstance(found, str) else json.dumps(found, separators=(",", ":"))
+
+        return CREDENTIAL_REF.sub(text, value)
+    if isinstance(value, list):
+        return [_substitute(v, resolved) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, resolved) for k, v in value.items()}
+    return value
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[Instance, ...]:
+    by_id: dict[str, Instance] = {}
+    for inst in raw:
+        inst_scheme = inst.metadata.get("protocol", scheme)
+        if inst_scheme not in ("http", "https"):
+            inst_scheme = scheme
+        item = Instance(
+            id=f"{inst.ip}:{inst.port}",
+            host=inst.ip,
+            port=inst.port,
+            weight=float(inst.weight),
+            healthy=inst.healthy,
+            enabled=inst.enabled,
+            scheme=inst_scheme,
+            metadata=MappingProxyType(dict(inst.metadata)),
+        )
+        by_id[item.id] = item
+    return tuple(by_id[k] for k in sorted(by_id))
+
+
+def cluster_name(server_id: str, service: ServiceKey) -> str:
+    """Stable per server and serviceRef, unique across servers (a peer keyed clusters by tool name)."""
+    return ".".join(
+        (server_id, sanitize_name(service.namespace), sanitize_name(service.group), sanitize_name(service.service))
+    )
+
+
+def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk_strings(v, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk_strings(v, f"{path}.{k}")
+
+
+class ConfigConverter:
+    """Turns one server's snapshot into ``ServerModels``, ``DisabledServer`` or a ``ConversionError``.
+
+    Stateless: one instance may be shared by every listener.
+    """
+
+    def convert(self, snap: ServerSnapshot) -> ServerModels | DisabledServer | None:
+        """``None`` when the server has no published version yet."""
+        versions = parse_versions(snap.server_id, snap.namespace, snap.versions)
+        if not versions.enabled:
+            return DisabledServer(snap.server_id, versions.name, versions.latestPublishedVersion)
+        version = select_version(versions, snap.namespace)
+        if version is None:
+            return None
+        spec_file = server_spec_key(snap.server_id, version, snap.namespace).data_id
+        tools_file = tools_spec_key(snap.server_id, version, snap.namespace).data_id
+        if snap.server_spec is None:
+            raise ConversionError(
+                "server spec not found; it may still be being written",
+                server_id=snap.server_id,
+                version=version,
+                file=spec_file,
+            )
+        spec = parse_server_spec(snap.server_id, version, snap.namespace, snap.server_spec)
+        if not spec.enabled:
+            return DisabledServer(snap.server_id, spec.name, version)
+        spec_where = {"server_id": snap.server_id, "version": version, "file": spec_file}
+        protocol = spec.protocol
+        if protocol in UNSERVABLE_PROTOCOLS:
+            raise ConversionError(
+                f"protocol {protocol!r} runs on the client's machine and cannot be served by a remote "
+                "gateway; publish it with protocol http, https, mcp-sse or mcp-streamable",
+                path="$.protocol",
+                **spec_where,
+            )
+        if protocol not in REST_PROTOCOLS and protocol not in MCP_PROTOCOLS:
+            raise ConversionError(
+                f"unknown protocol {protocol!r}; expected one of http, https, mcp-sse, mcp-streamable",
+                path="$.protocol",
+                **spec_where,
+            )
+        backend: BackendKind = "rest" if protocol in REST_PROTOCOLS else protocol  # type: ignore[assignment]
+        scheme = "https" if protocol == "https" else "http"
+
+        service = service_key_of(spec)
+        cluster: Cluster | None = None
+        if service is not None:
+            cluster = Cluster(
+                name=cluster_name(snap.server_id, service),
+                service=str(service),
+                instances=_instances(snap.instances or (), scheme),
+            )
+        elif backend != "rest":
+            raise ConversionError(
+                "a proxied MCP server needs remoteServerConfig.serviceRef naming its backend service",
+                path="$.remoteServerConfig.serviceRef",
+                **spec_where,
+            )
+        export_path = spec.remoteServerConfig.exportPath if spec.remoteServerConfig else ""
+        if export_path and not export_path.startswith("/"):
+            export_path = "/" + export_path
+        route = Route(
+            name=sanitize_name(spec.name),
+            server_id=snap.server_id,
+            server_name=spec.name,
+            backend=backend,
+            cluster=cluster.name if cluster else None,
+            export_path=export_path or ("/mcp" if backend == "mcp-streamable" else "/sse"),
+        )
+
+        tools_where = {"server_id": snap.server_id, "version": version, "file": tools_file}
+        if snap.tools_spec is None:
+            raise ConversionError("tools spec not found; it may still be being written", **tools_where)
+        tools_raw = self._tools_json(snap.tools_spec, tools_where)
+        config, resolved = self._credentials(snap, tools_raw, tools_where)
+        tools_raw = _substitute(tools_raw, resolved)
+        try:
+            tools_spec = ToolsSpec.model_validate(tools_raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConversionError(
+                f"tools spec: {first['msg']}", path=_pydantic_path(first["loc"]), **tools_where
+            ) from exc
+        tools = self._tools(tools_spec, tools_raw, route, cluster, backend, tools_where)
+        fingerprint = _digest(
+            snap.versions,
+            snap.server_spec,
+            _canonical(tools_raw),
+            _canonical(sorted(config["credentials"].items())),
+            _canonical([(i.id, i.weight, i.healthy, i.enabled, i.scheme) for i in cluster.instances])
+            if cluster
+            else "",
+        )
+        return ServerModels(
+            server_id=snap.server_id,
+            name=spec.name,
+            version=version,
+            protocol=protocol,
+            front_protocol=spec.frontProtocol,
+            description=spec.description,
+            route=route,
+            cluster=cluster,
+            tools=tools,
+            fingerprint=fingerprint,
+            template_config=MappingProxyType(config),
+            tools_from_backend=backend != "rest" and not tools_spec.tools,
+        )
+
+    @staticmethod
+    def _tools_json(content: str, where: dict[str, str]) -> dict[str, Any]:
+        try:
+            raw = json.loads(content)
+        except json.JSONDecodeError as exc:
+            raise ConversionError(
+                f"tools spec is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
+                "the previous version keeps serving until it is fixed",
+                **where,
+            ) from exc
+        if not isinstance(raw, dict):
+            raise ConversionError("tools spec must be a JSON object", **where)
+        if raw.get("encryptData"):
+            raise ConversionError(
+                "tools spec is encrypted (encryptData); mcpgw cannot decrypt Nacos-encrypted specs, "
+                "publish the tools spec unencrypted",
+                path="$.encryptData",
+                **where,
+            )
+        return raw
+
+    @staticmethod
+    def _credentials(
+        snap: ServerSnapshot, tools_raw: dict[str, Any], where: dict[str, str]
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], Any]]:
+        credentials: dict[str, Any] = {}
+        resolved: dict[tuple[str, str], Any] = {}
+        for path, text in _walk_strings(tools_raw, "$"):
+            for data_id, group in CREDENTIAL_REF.findall(text):
+                key = ConfigKey(snap.namespace, group, data_id)
+                content = snap.credentials.get(key)
+                if not content:
+                    raise ConversionError(
+                        f"referenced config {data_id} (group {group}) does not exist; "
+                        "create it or remove the reference",
+                        path=path,
+                        **where,
+                    )
+                value = _parse_credential(content)
+                resolved[(data_id, group)] = value
+                credentials[credential_name(key)] = value
+        return {"credentials": credentials}, resolved
+
+    @staticmethod
+    def _tools(
+        spec: ToolsSpec,
+        raw: Mapping[str, Any],
+        route: Route,
+        cluster: Cluster | None,
+        backend: BackendKind,
+        where: dict[str, str],
+    ) -> tuple[Tool, ...]:
+        seen: set[str] = set()
+        tools: list[Tool] = []
+        meta_raw = raw.get("toolsMeta") or {}
+        schemes = [s.model_dump(by_alias=True, exclude_none=True) for s in spec.securitySchemes]
+        for index, definition in enumerate(spec.tools):
+            name = definition.name
+            path = f"$.tools[{index}]"
+            if name in seen:
+                raise ConversionError(
+                    "two tools have this name; tool names must be unique in a server",
+                    path=f"{path}.name",
+                    tool=name,
+                    **where,
+                )
+            seen.add(name)
+            meta = spec.toolsMeta.get(name)
+            if meta is not None and not meta.enabled:
+                continue
+            try:
+                validator = ArgumentValidator(definition.inputSchema)
+            except ConversionError as exc:
+                raise ConversionError(
+                    exc.reason, path=exc.path.replace("$", f"{path}", 1), tool=name, **where
+                ) from exc
+            binding = None
+            template: Any = None
+            if backend == "rest":
+                template = (meta.templates if meta else {}).get(TEMPLATE_KIND)
+                if not isinstance(template, dict):
+                    raise ConversionError(
+                        f"REST tool has no {TEMPLATE_KIND} template in toolsMeta; add one or disable the tool",
+                        path=f"$.toolsMeta.{name}.templates",
+                        tool=name,
+                        **where,
+                    )
+                try:
+                    binding = compile_rest_binding(
+                        name, template, schemes, definition.inputSchema
+                    )
+                except ConversionError as exc:
+                    raise ConversionError(exc.reason, path=exc.path, tool=name, **where) from exc
+                url = str((template.get("requestTemplate") or {}).get("url") or "")
+                if url and not re.match(r"^https?://", url) and cluster is None:
+                    raise ConversionError(
+                        "the tool's url is relative but the server has no remoteServerConfig.serviceRef "
+                        "to send it to; add a serviceRef or use an absolute url",
+                        path=f"$.toolsMeta.{name}.templates.{TEMPLATE_KIND}.requestTemplate.url",
+                        tool=name,
+                        **where,
+                    )
+            tools.append(
+                Tool(
+                    server_id=route.server_id,
+                    server_name=route.server_name,
+                    name=name,
+                    description=definition.description,
+                    input_schema=MappingProxyType(dict(definition.inputSchema)),
+                    output_schema=definition.outputSchema,
+                    annotations=definition.annotations,
+                    route=route.name,
+                    cluster=cluster.name if cluster else None,
+                    fingerprint=_digest(
+                        route.name,
+                        backend,
+                        _canonical(definition.model_dump()),
+                        _canonical(meta_raw.get(name)),
+                        _canonical(raw.get("securitySchemes")),
+                    ),
+                    binding=binding,
+                    validator=validator,
+                )
+            )
+        tools.sort(key=lambda t: t.name)
+        return tuple(tools)

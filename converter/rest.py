@@ -1,0 +1,780 @@
+"""The compiled REST-to-MCP binding of one tool: Higress' ``json-go-template`` format.
+
+Nacos' console stores, for every tool of a REST-backed MCP server, a
+``json-go-template`` that says how a tool call becomes an HTTP request and
+how the answer becomes MCP content.  This module compiles that template once,
+at conversion time, so that every mistake in it (two ``argsTo*`` flags, an
+unknown argument position, a template that does not parse, an unknown
+security scheme) is a ``ConversionError`` naming the tool and the JSON path
+while the previous good version keeps serving; and it executes the compiled
+binding per call without any I/O: the gateway sends the ``RestRequest`` and
+hands the answer back to ``map_response``.
+
+Semantics (ARCHITECTURE.md §5), and the choices made where the format is
+silent:
+
+- Request-side templates (url, header values, body, credentials) render
+  against ``{"args": <validated args>, "config": <server config>}``.
+- ``{name}`` in the rendered URL is a path argument, percent-encoded with
+  nothing left safe.  An argument consumed by a placeholder is not sent again
+  elsewhere unless ``argsPosition`` says where.
+- Positioned arguments go where ``argsPosition`` says.  The others go by the
+  ``argsTo*`` flag; with none set they are only reachable from templates.
+  With ``argsToJsonBody``/``argsToFormBody`` the body holds the unpositioned
+  arguments plus the ``position: body`` ones.
+- Body precedence: explicit ``body`` > ``argsToJsonBody`` > ``argsToFormBody``
+  > ``position: body`` arguments (form-encoded if a header declares
+  ``application/x-www-form-urlencoded``, JSON otherwise).  An explicit body is
+  sent as ``application/json`` unless a header sets ``Content-Type``.
+- A 2xx answer that is not JSON is returned as text even when
+  ``responseTemplate.body`` is set: a template written for JSON would only
+  produce ``<no value>`` noise.
+- With an ``outputSchema`` and a JSON object answer, ``structured`` is that
+  object; the text is the rendered ``responseTemplate.body`` if there is one,
+  otherwise the JSON itself (what MCP asks for backwards compatibility).
+- ``errorResponseTemplate`` renders against the JSON object answer (or ``{}``
+  when the answer is not an object) with ``_headers`` added: lower-cased
+  response header names plus ``:status``, as Higress (Envoy) exposes them.
+  If it fails to render, the plain status message is returned instead: the
+  upstream error matters more than the template's.
+- A direct-response tool (empty ``url``) renders ``responseTemplate.body``
+  against ``{"args", "config"}``; it must have one.
+- Credentials (``defaultCredential`` and ``security.credential``) are
+  templates too, so they can come from ``{{ .config.credentials.… }}``.  They
+  never appear in a repr, a ``ConversionError`` or an ``InvocationError``; the
+  client's own ``Authorization`` is never forwarded from here.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from converter.template import GoTemplate, parse
+from registry.errors import ConversionError, InvocationError, TemplateError
+
+TEMPLATE_KIND = "json-go-template"
+
+Position = Literal["query", "path", "header", "cookie", "body"]
+_POSITIONS: frozenset[str] = frozenset(("query", "path", "header", "cookie", "body"))
+_ARGS_TO_FLAGS = ("argsToJsonBody", "argsToUrlParam", "argsToFormBody")
+
+_TEMPLATE_KEYS = frozenset(
+    ("requestTemplate", "responseTemplate", "errorResponseTemplate", "argsPosition", "security")
+)
+_REQUEST_KEYS = frozenset(("url", "method", "headers", "body", "security", *_ARGS_TO_FLAGS))
+_RESPONSE_KEYS = frozenset(("body", "prependBody", "appendBody"))
+
+_METHOD = re.compile(r"[A-Za-z]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_PATH_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+_FORBIDDEN_IN_HEADER = re.compile(r"[\r\n\x00]")
+# Characters a cookie value may carry unescaped (RFC 6265 cookie-octet, minus '%').
+_COOKIE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~"
+
+_JSON = "application/json"
+_FORM = "application/x-www-form-urlencoded"
+_ERROR_BODY_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RestRequest:
+    """The HTTP request one tool call becomes; the gateway sends it as is."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+
+    def __repr__(self) -> str:
+        # Header values, query values and bodies may carry credentials: never show them.
+        parts = urlsplit(self.url)
+        shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "…" if parts.query else "", ""))
+        names = ", ".join(name for name, _ in self.headers)
+        size = "none" if self.body is None else f"{len(self.body)} bytes"
+        return f"RestRequest(method={self.method!r}, url={shown!r}, headers=[{names}], body={size})"
+
+
+@dataclass(frozen=True, slots=True)
+class RestResult:
+    """What a tool call returns to the MCP client."""
+
+    is_error: bool
+    content: tuple[dict[str, Any], ...]
+    structured: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Security:
+    scheme_id: str
+    kind: Literal["bearer", "basic", "apiKey-header", "apiKey-query"]
+    name: str
+    credential: GoTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    name: str
+    value: GoTemplate
+    field: str
+
+
+class RestBinding:
+    """One tool's compiled ``json-go-template``; build it with ``compile_rest_binding``."""
+
+    __slots__ = (
+        "_args_to",
+        "_body",
+        "_error_template",
+        "_headers",
+        "_positions",
+        "_response_append",
+        "_response_body",
+        "_response_prepend",
+        "_security",
+        "_url",
+        "is_direct",
+        "method",
+        "tool_name",
+    )
+
+    def __init__(
+        self,
+        *,
+        tool_name: str,
+        method: str,
+        url: GoTemplate | None,
+        headers: tuple[_Header, ...],
+        body: GoTemplate | None,
+        args_to: str | None,
+        positions: Mapping[str, Position],
+        security: _Security | None,
+        response_body: GoTemplate | None,
+        response_prepend: GoTemplate | None,
+        response_append: GoTemplate | None,
+        error_template: GoTemplate | None,
+    ) -> None:
+        self.tool_name = tool_name
+        self.method = method
+        self.is_direct = url is None
+        self._url = url
+        self._headers = headers
+        self._body = body
+        self._args_to = args_to
+        self._positions = dict(positions)
+        self._security = security
+        self._response_body = response_body
+        self._response_prepend = response_prepend
+        self._response_append = response_append
+        self._error_template = error_template
+
+    def __repr__(self) -> str:
+        return f"RestBinding(tool={self.tool_name!r}, method={self.method!r}, direct={self.is_direct})"
+
+    # -- request side -------------------------------------------------------------------------
+
+    def build_request(
+        self, args: Mapping[str, Any], config: Mapping[str, Any], base_url: str | None
+    ) -> RestRequest:
+        """Turn validated arguments into the HTTP request for the backend at ``base_url``."""
+        if self._url is None:
+            raise InvocationError(
+                f"Tool {self.tool_name!r} answers directly and sends no request; use render_direct."
+            )
+        data = {"args": args, "config": config}
+        rendered_url = self._render(self._url, data, "requestTemplate.url").strip()
+        path_filled, consumed = self._fill_path(rendered_url, args)
+        url = self._absolute_url(path_filled, base_url)
+
+        query: list[tuple[str, str]] = []
+        headers: list[tuple[str, str]] = [
+            (h.name, self._header_value(h.name, self._render(h.value, data, h.field, detail=False)))
+            for h in self._headers
+        ]
+        cookies: list[str] = []
+        body_fields: dict[str, Any] = {}
+        loose_fields: dict[str, Any] = {}
+        for name, value in args.items():
+            position = self._positions.get(name)
+            if position is None:
+                if name not in consumed:
+                    loose_fields[name] = value
+            elif position == "query":
+                query.extend(_query_pairs(name, value))
+            elif position == "header":
+                headers.append((name, self._header_value(name, _text(value))))
+            elif position == "cookie":
+                cookies.append(f"{name}={quote(_text(value), safe=_COOKIE_SAFE)}")
+            elif position == "body":
+                body_fields[name] = value
+            # position "path": consumed by its {name} placeholder, or by the url template itself.
+
+        if self._args_to == "argsToUrlParam":
+            for name, value in loose_fields.items():
+                query.extend(_query_pairs(name, value))
+        if cookies:
+            headers = _merge_cookies(headers, cookies)
+
+        body, content_type = self._body_bytes(data, headers, loose_fields, body_fields)
+        if content_type is not None and _find_header(headers, "content-type") is None:
+            headers.append(("Content-Type", content_type))
+
+        if self._security is not None:
+            url, headers = self._apply_security(self._security, data, url, headers)
+        if query:
+            url = _add_query(url, query)
+        return RestRequest(method=self.method, url=url, headers=tuple(headers), body=body)
+
+    def _fill_path(self, url: str, args: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
+        consumed: set[str] = set()
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in args:
+                raise InvocationError(
+                    f"Tool {self.tool_name!r}: the URL needs the path argument {name!r}, "
+                    "but the call does not give it; pass it or give it a default in the inputSchema."
+                )
+            consumed.add(name)
+            return quote(_text(args[name]), safe="")
+
+        return _PATH_PLACEHOLDER.sub(substitute, url), frozenset(consumed)
+
+    def _absolute_url(self, url: str, base_url: str | None) -> str:
+        parts = urlsplit(url)
+        if parts.scheme:
+            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+                raise InvocationError(
+                    f"Tool {self.tool_name!r}: requestTemplate.url rendered to a {parts.scheme!r} URL; "
+                    "only http and https URLs, or paths relative to the backend, can be called."
+                )
+            return url
+        if parts.netloc:
+            raise InvocationError(
+                f"Tool {self.tool_name!r}: requestTemplate.url rendered to a scheme-relative URL; "
+                "write it as an absolute http(s) URL or as a path."
+            )
+        if base_url is None:
+            raise InvocationError(
+                f"Tool {self.tool_name!r} has a relative requestTemplate.url but no backend instance "
+                "was chosen; check the server's serviceRef and its instances."
+            )
+        base = base_url.rstrip("/")
+        if not url:
+            return base
+        return base + url if url.startswith(("/", "?")) else f"{base}/{url}"
+
+    def _header_value(self, name: str, value: str) -> str:
+        if _FORBIDDEN_IN_HEADER.search(value):
+            raise InvocationError(
+                f"Tool {self.tool_name!r}: the value for header {name!r} contains a line break; "
+                "header values must be a single line."
+            )
+        return value
+
+    def _body_bytes(
+        self,
+        data: Mapping[str, Any],
+        headers: Sequence[tuple[str, str]],
+        loose_fields: Mapping[str, Any],
+        body_fields: Mapping[str, Any],
+    ) -> tuple[bytes | None, str | None]:
+        if self._body is not None:
+            return self._render(self._body, data, "requestTemplate.body").encode(), _JSON
+        if self._args_to == "argsToJsonBody":
+            return _json_bytes({**loose_fields, **body_fields}), _JSON
+        if self._args_to == "argsToFormBody":
+            return _form_bytes({**loose_fields, **body_fields}), _FORM
+        if body_fields:
+            declared = _find_header(headers, "content-type") or ""
+            if declared.split(";", 1)[0].strip().lower() == _FORM:
+                return _form_bytes(body_fields), None
+            return _json_bytes(body_fields), _JSON
+        return None, None
+
+    def _apply_security(
+        self,
+        security: _Security,
+        data: Mapping[str, Any],
+        url: str,
+        headers: list[tuple[str, str]],
+    ) -> tuple[str, list[tuple[str, str]]]:
+        field = f"the credential of security scheme {security.scheme_id!r}"
+        credential = self._render(security.credential, data, field, detail=False).strip()
+        if not credential:
+            raise InvocationError(
+                f"Tool {self.tool_name!r}: {field} is empty; set defaultCredential, "
+                "requestTemplate.security.credential or the config it refers to."
+            )
+        if _FORBIDDEN_IN_HEADER.search(credential):
+            raise InvocationError(f"Tool {self.tool_name!r}: {field} contains a line break.")
+        if security.kind == "apiKey-query":
+            return _add_query(url, [(security.name, credential)]), headers
+        if security.kind == "bearer":
+            name, value = "Authorization", f"Bearer {credential}"
+        elif security.kind == "basic":
+            name, value = "Authorization", "Basic " + base64.b64encode(credential.encode()).decode("ascii")
+        else:
+            name, value = security.name, credential
+        # The scheme is the operator's declared authentication: it wins over a same-named header.
+        kept = [(k, v) for k, v in headers if k.lower() != name.lower()]
+        kept.append((name, value))
+        return url, kept
+
+    # -- response side ------------------------------------------------------------------------
+
+    def render_direct(self, args: Mapping[str, Any], config: Mapping[str, Any]) -> RestResult:
+        """The answer of a direct-response tool: its response template, no backend involved."""
+        if self._response_body is None:
+            raise InvocationError(f"Tool {self.tool_name!r} is not a direct-response tool.")
+        text = self._render(self._response_body, {"args": args, "config": config}, "responseTemplate.body")
+        return RestResult(is_error=False, content=(_text_block(text),))
+
+    def map_response(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, has_output_schema: bool
+    ) -> RestResult:
+        """Turn the backend's answer into MCP content."""
+        if not 200 <= status < 300:
+            return self._map_error(status, headers, body)
+        content_type = _find_header(list(headers.items()), "content-type") or ""
+        mime = content_type.split(";", 1)[0].strip().lower()
+        if mime.startswith("image/"):
+            encoded = base64.b64encode(body).decode("ascii")
+            return RestResult(is_error=False, content=({"type": "image", "data": encoded, "mimeType": mime},))
+
+        raw = _decode(body, content_type)
+        parsed, is_json = _parse_json(raw)
+        structured = parsed if has_output_schema and is_json and isinstance(parsed, dict) else None
+        if self._response_body is not None and is_json:
+            text = self._render(self._response_body, parsed, "responseTemplate.body")
+        elif self._response_prepend is not None or self._response_append is not None:
+            prepend = self._render_optional(self._response_prepend, parsed, "responseTemplate.prependBody")
+            append = self._render_optional(self._response_append, parsed, "responseTemplate.appendBody")
+            text = prepend + raw + append
+        elif structured is not None:
+            text = json.dumps(structured, ensure_ascii=False)
+        else:
+            text = raw
+        return RestResult(is_error=False, content=(_text_block(text),), structured=structured)
+
+    def _map_error(self, status: int, headers: Mapping[str, str], body: bytes) -> RestResult:
+        raw = _decode(body, _find_header(list(headers.items()), "content-type") or "")
+        if self._error_template is not None:
+            parsed, _ = _parse_json(raw)
+            data = dict(parsed) if isinstance(parsed, dict) else {}
+            data["_headers"] = {":status": str(status), **{k.lower(): v for k, v in headers.items()}}
+            try:
+                text = self._error_template.render(data)
+            except TemplateError:
+                text = None
+            if text is not None:
+                return RestResult(is_error=True, content=(_text_block(text),))
+        excerpt = raw[:_ERROR_BODY_CHARS].strip()
+        message = (
+            f"upstream returned HTTP {status}: {excerpt}"
+            if excerpt
+            else f"upstream returned HTTP {status} with an empty body"
+        )
+        return RestResult(is_error=True, content=(_text_block(message),))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _render_optional(self, template: GoTemplate | None, data: Any, field: str) -> str:
+        return "" if template is None else self._render(template, data, field)
+
+    def _render(self, template: GoTemplate, data: Any, field: str, *, detail: bool = True) -> str:
+        try:
+            return template.render(data)
+        except TemplateError as exc:
+            # Engine messages may quote values; for headers and credentials those can be secrets.
+            why = f": {exc}" if detail else ""
+            raise InvocationError(
+                f"Tool {self.tool_name!r}: {field} failed to render{why}. "
+                "The operator must fix the tool's json-go-template or its config."
+            ) from exc
+
+
+def compile_rest_binding(
+    tool_name: str,
+    template: Mapping[str, Any],
+    security_schemes: Sequence[Mapping[str, Any]],
+    input_schema: Mapping[str, Any],
+) -> RestBinding:
+    """Compile ``toolsMeta[tool].templates["json-go-template"]`` or raise ``ConversionError``.
+
+    ``input_schema`` catches an ``argsPosition`` for an argument the schema
+    forbids (``additionalProperties: false``): such a position can never apply
+    and is almost always a misspelt argument name.
+    """
+    return _Compiler(tool_name, security_schemes, input_schema).compile(template)
+
+
+class _Compiler:
+    def __init__(
+        self,
+        tool_name: str,
+        security_schemes: Sequence[Mapping[str, Any]],
+        input_schema: Mapping[str, Any],
+    ) -> None:
+        self.tool = tool_name
+        self.schemes = security_schemes
+        self.input_schema = input_schema
+        self.root = f"{_member('$.toolsMeta', tool_name)}.templates.{TEMPLATE_KIND}"
+
+    def fail(self, reason: str, path: str) -> ConversionError:
+        return ConversionError(reason, tool=self.tool, path=path)
+
+    def compile(self, template: Mapping[str, Any]) -> RestBinding:
+        root = self.root
+        self.require_object(template, root)
+        self.reject_typos(template, _TEMPLATE_KEYS, root)
+        request = self.optional_object(template, "requestTemplate", root)
+        response = self.optional_object(template, "responseTemplate", root)
+        request_path = f"{root}.requestTemplate"
+        response_path = f"{root}.responseTemplate"
+        self.reject_typos(request, _REQUEST_KEYS, request_path)
+        self.reject_typos(response, _RESPONSE_KEYS, response_path)
+
+        url_source = self.optional_string(request, "url", request_path).strip()
+        url = self.template(url_source, f"{request_path}.url") if url_source else None
+        if url is not None and "{{" not in url_source:
+            self.check_literal_url(url_source, f"{request_path}.url")
+
+        response_body, prepend, append = self.response_templates(response, response_path)
+        if url is None and response_body is None:
+            raise self.fail(
+                "requestTemplate.url is empty, which makes this a direct-response tool, but "
+                "responseTemplate.body is missing; set a url or a response body",
+                f"{request_path}.url",
+            )
+        error_source = self.optional_string(template, "errorResponseTemplate", root)
+        return RestBinding(
+            tool_name=self.tool,
+            method=self.method(request, request_path),
+            url=url,
+            headers=self.headers(request, request_path),
+            body=self.optional_template(request, "body", request_path),
+            args_to=self.args_to(request, request_path),
+            positions=self.positions(template, root),
+            security=self.security(request, request_path),
+            response_body=response_body,
+            response_prepend=prepend,
+            response_append=append,
+            error_template=(
+                self.template(error_source, f"{root}.errorResponseTemplate") if error_source else None
+            ),
+        )
+
+    # -- structure ----------------------------------------------------------------------------
+
+    def require_object(self, value: Any, path: str) -> None:
+        if not isinstance(value, Mapping):
+            raise self.fail(f"expected a JSON object, found {_json_type(value)}", path)
+
+    def optional_object(self, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = parent.get(key)
+        if value is None:
+            return {}
+        self.require_object(value, f"{path}.{key}")
+        return value  # type: ignore[no-any-return]
+
+    def optional_string(self, parent: Mapping[str, Any], key: str, path: str) -> str:
+        value = parent.get(key)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise self.fail(f"expected a string, found {_json_type(value)}", f"{path}.{key}")
+        return value
+
+    def reject_typos(self, value: Mapping[str, Any], known: frozenset[str], path: str) -> None:
+        """Unknown keys are tolerated (newer Nacos may add some), unless they look like a misspelt one."""
+        for key in value:
+            if key in known or not isinstance(key, str):
+                continue
+            close = difflib.get_close_matches(key, [k for k in known if k not in value], n=1, cutoff=0.85)
+            if close:
+                raise self.fail(f"unknown field {key!r}; did you mean {close[0]!r}?", f"{path}.{key}")
+
+    # -- templates ----------------------------------------------------------------------------
+
+    def template(self, source: str, path: str, *, secret: bool = False) -> GoTemplate:
+        try:
+            return parse(source, name=path)
+        except TemplateError as exc:
+            # A credential's parse error could quote the credential: say where, not what.
+            why = "" if secret else f": {exc}"
+            raise self.fail(f"the template does not parse{why}", path) from exc
+
+    def optional_template(self, parent: Mapping[str, Any], key: str, path: str) -> GoTemplate | None:
+        source = self.optional_string(parent, key, path)
+        return self.template(source, f"{path}.{key}") if source else None
+
+    def check_literal_url(self, url: str, path: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme and (parts.scheme.lower() not in ("http", "https") or not parts.netloc):
+            raise self.fail(
+                f"the url has scheme {parts.scheme!r}; use an absolute http(s) URL or a path "
+                "relative to the backend",
+                path,
+            )
+
+    def response_templates(
+        self, response: Mapping[str, Any], path: str
+    ) -> tuple[GoTemplate | None, GoTemplate | None, GoTemplate | None]:
+        body = self.optional_template(response, "body", path)
+        prepend = self.optional_template(response, "prependBody", path)
+        append = self.optional_template(response, "appendBody", path)
+        if body is not None and (prepend is not None or append is not None):
+            other = "prependBody" if prepend is not None else "appendBody"
+            raise self.fail(
+                f"responseTemplate.body and responseTemplate.{other} cannot both be set: body replaces "
+                "the response, prependBody/appendBody wrap it; keep one",
+                f"{path}.{other}",
+            )
+        return body, prepend, append
+
+    # -- request fields -----------------------------------------------------------------------
+
+    def method(self, request: Mapping[str, Any], path: str) -> str:
+        method = self.optional_string(request, "method", path).strip() or "GET"
+        if not _METHOD.fullmatch(method):
+            raise self.fail(f"{method!r} is not an HTTP method", f"{path}.method")
+        return method.upper()
+
+    def headers(self, request: Mapping[str, Any], path: str) -> tuple[_Header, ...]:
+        raw = request.get("headers")
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.fail(f"expected a list of {{key, value}}, found {_json_type(raw)}", f"{path}.headers")
+        compiled = []
+        for index, entry in enumerate(raw):
+            entry_path = f"{path}.headers[{index}]"
+            self.require_object(entry, entry_path)
+            key = entry.get("key")
+            if not isinstance(key, str) or not _HEADER_NAME.fullmatch(key.strip()):
+                raise self.fail(f"{key!r} is not a valid HTTP header name", f"{entry_path}.key")
+            value = entry.get("value", "")
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise self.fail(f"expected a string, found {_json_type(value)}", f"{entry_path}.value")
+            field = f"{entry_path}.value"
+            compiled.append(_Header(key.strip(), self.template(str(value), field, secret=True), field))
+        return tuple(compiled)
+
+    def args_to(self, request: Mapping[str, Any], path: str) -> str | None:
+        chosen = []
+        for flag in _ARGS_TO_FLAGS:
+            value = request.get(flag, False)
+            if not isinstance(value, bool):
+                raise self.fail(f"expected true or false, found {_json_type(value)}", f"{path}.{flag}")
+            if value:
+                chosen.append(flag)
+        if len(chosen) > 1:
+            raise self.fail(
+                f"{chosen[0]} and {chosen[1]} are both true; at most one argsTo* flag may be set",
+                f"{path}.{chosen[1]}",
+            )
+        return chosen[0] if chosen else None
+
+    def positions(self, template: Mapping[str, Any], root: str) -> dict[str, Position]:
+        raw = template.get("argsPosition")
+        if raw is None:
+            return {}
+        self.require_object(raw, f"{root}.argsPosition")
+        positions: dict[str, Position] = {}
+        for arg, position in raw.items():
+            normalized = position.strip().lower() if isinstance(position, str) else position
+            if normalized not in _POSITIONS:
+                raise self.fail(
+                    f"{position!r} is not an argument position; use one of {', '.join(sorted(_POSITIONS))}",
+                    _member(f"{root}.argsPosition", str(arg)),
+                )
+            if not self.schema_allows(str(arg)):
+                raise self.fail(
+                    f"argsPosition names argument {arg!r}, which the inputSchema does not declare and "
+                    "does not allow (additionalProperties is false); fix the name or the schema",
+                    _member(f"{root}.argsPosition", str(arg)),
+                )
+            positions[str(arg)] = normalized
+        return positions
+
+    def schema_allows(self, arg: str) -> bool:
+        properties = self.input_schema.get("properties")
+        declared = isinstance(properties, Mapping) and arg in properties
+        return declared or self.input_schema.get("additionalProperties") is not False
+
+    def security(self, request: Mapping[str, Any], path: str) -> _Security | None:
+        raw = request.get("security")
+        if raw is None:
+            return None
+        security_path = f"{path}.security"
+        self.require_object(raw, security_path)
+        scheme_id = raw.get("id")
+        if not isinstance(scheme_id, str) or not scheme_id:
+            raise self.fail(
+                "the security block needs the id of a securitySchemes entry", f"{security_path}.id"
+            )
+        for index, scheme in enumerate(self.schemes):
+            if isinstance(scheme, Mapping) and scheme.get("id") == scheme_id:
+                return self.scheme(scheme, f"$.securitySchemes[{index}]", raw, security_path)
+        known = ", ".join(repr(s.get("id")) for s in self.schemes if isinstance(s, Mapping)) or "none"
+        raise self.fail(
+            f"security scheme {scheme_id!r} is not declared in securitySchemes (declared: {known})",
+            f"{security_path}.id",
+        )
+
+    def scheme(
+        self, scheme: Mapping[str, Any], scheme_path: str, use: Mapping[str, Any], use_path: str
+    ) -> _Security:
+        scheme_id = str(scheme["id"])
+        kind_of = str(scheme.get("type", "")).strip().lower()
+        kind: Literal["bearer", "basic", "apiKey-header", "apiKey-query"]
+        name = ""
+        if kind_of == "http":
+            http_scheme = str(scheme.get("scheme", "")).strip().lower()
+            if http_scheme not in ("bearer", "basic"):
+                raise self.fail(
+                    f"http security scheme {scheme_id!r} needs scheme 'bearer' or 'basic'",
+                    f"{scheme_path}.scheme",
+                )
+            kind = "bearer" if http_scheme == "bearer" else "basic"
+        elif kind_of == "apikey":
+            where = str(scheme.get("in", "")).strip().lower()
+            name = str(scheme.get("name", "")).strip()
+            if where not in ("header", "query"):
+                raise self.fail(
+                    f"apiKey security scheme {scheme_id!r} needs in 'header' or 'query'", f"{scheme_path}.in"
+                )
+            if not name or (where == "header" and not _HEADER_NAME.fullmatch(name)):
+                raise self.fail(
+                    f"apiKey security scheme {scheme_id!r} needs the {where} name to carry the key",
+                    f"{scheme_path}.name",
+                )
+            kind = "apiKey-header" if where == "header" else "apiKey-query"
+        else:
+            raise self.fail(
+                f"security scheme {scheme_id!r} has type {scheme.get('type')!r}; use 'http' or 'apiKey'",
+                f"{scheme_path}.type",
+            )
+        override = use.get("credential")
+        if override:
+            source, source_path = override, f"{use_path}.credential"
+        else:
+            source, source_path = scheme.get("defaultCredential"), f"{scheme_path}.defaultCredential"
+        if not isinstance(source, str) or not source.strip():
+            raise self.fail(
+                f"security scheme {scheme_id!r} has no defaultCredential and the tool gives no credential",
+                source_path,
+            )
+        return _Security(scheme_id, kind, name, self.template(source, source_path, secret=True))
+
+
+# -- value encoding -------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    """How an argument reads in a URL, header or form: Go's ``%v`` for scalars, JSON for the rest."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _query_pairs(name: str, value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, list):
+        return [(name, _text(item)) for item in value]
+    return [(name, _text(value))]
+
+
+def _add_query(url: str, pairs: Sequence[tuple[str, str]]) -> str:
+    parts = urlsplit(url)
+    extra = urlencode(pairs, quote_via=quote)
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def _json_bytes(fields: Mapping[str, Any]) -> bytes:
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _form_bytes(fields: Mapping[str, Any]) -> bytes:
+    pairs = [pair for name, value in fields.items() for pair in _query_pairs(name, value)]
+    return urlencode(pairs).encode("ascii")
+
+
+def _find_header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _merge_cookies(headers: list[tuple[str, str]], cookies: Sequence[str]) -> list[tuple[str, str]]:
+    joined = "; ".join(cookies)
+    for index, (key, value) in enumerate(headers):
+        if key.lower() == "cookie":
+            merged = f"{value.rstrip('; ')}; {joined}" if value.strip() else joined
+            return [*headers[:index], (key, merged), *headers[index + 1 :]]
+    return [*headers, ("Cookie", joined)]
+
+
+# -- response decoding ----------------------------------------------------------------------------
+
+
+def _decode(body: bytes, content_type: str) -> str:
+    charset = "utf-8"
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip('"')
+    try:
+        return body.decode(charset, errors="replace")
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
+
+
+def _parse_json(text: str) -> tuple[Any, bool]:
+    if not text.strip():
+        return None, False
+    try:
+        return json.loads(text), True
+    except ValueError:
+        return None, False
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _json_type(value: Any) -> str:
+    names: Mapping[type, str] = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return names.get(type(value), type(value).__name__)
+
+
+def _member(path: str, key: str) -> str:
+    """``$.a.b`` for plain keys, ``$.a['b.c']`` for keys a dotted path would misread."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key)}]"
