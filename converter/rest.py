@@ -63,7 +63,13 @@ from registry.errors import ConversionError, InvocationError, TemplateError
 TEMPLATE_KIND = "json-go-template"
 
 Position = Literal["query", "path", "header", "cookie", "body"]
-_POSITIONS: frozenset[str] = frozenset(("query", "path", "header", "cookie", "body"))
+_POSITIONS: dict[str, Position] = {
+    "query": "query",
+    "path": "path",
+    "header": "header",
+    "cookie": "cookie",
+    "body": "body",
+}
 _ARGS_TO_FLAGS = ("argsToJsonBody", "argsToUrlParam", "argsToFormBody")
 
 _TEMPLATE_KEYS = frozenset(
@@ -590,10 +596,16 @@ class _Compiler:
         self.require_object(raw, f"{root}.argsPosition")
         positions: dict[str, Position] = {}
         for arg, position in raw.items():
-            normalized = position.strip().lower() if isinstance(position, str) else position
-            if normalized not in _POSITIONS:
+            normalized = _POSITIONS.get(position.strip().lower()) if isinstance(position, str) else None
+            if normalized is None:
                 raise self.fail(
                     f"{position!r} is not an argument position; use one of {', '.join(sorted(_POSITIONS))}",
+                    _member(f"{root}.argsPosition", str(arg)),
+                )
+            if normalized in ("header", "cookie") and not _HEADER_NAME.fullmatch(str(arg)):
+                raise self.fail(
+                    f"argument {arg!r} cannot be sent as a {normalized}: its name is not a valid "
+                    f"{normalized} name; use another position or a requestTemplate header",
                     _member(f"{root}.argsPosition", str(arg)),
                 )
             if not self.schema_allows(str(arg)):

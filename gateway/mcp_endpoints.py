@@ -1,0 +1,472 @@
+"""The MCP serving layer: Streamable HTTP on ``/mcp`` and ``/mcp/{server}``, tools changing at run time.
+
+The official SDK is built around one ``Server`` with a fixed set of handlers
+behind one ``StreamableHTTPSessionManager``.  The gateway needs something else:
+an aggregate endpoint plus one endpoint per MCP server, where servers (and so
+endpoints) appear and disappear while the process runs, and where every
+session must learn promptly that its tool list changed.
+
+So each endpoint gets its own low-level ``Server`` and session manager, made
+on the first request for it and stopped when the catalog stops serving it.
+An endpoint costs one small task and a few objects until someone connects,
+which is what lets hundreds of them exist.  Separate managers also bind every
+session to the endpoint that created it: a session id from ``/mcp/a`` is
+unknown on ``/mcp/b`` (the SDK answers 404) instead of silently reaching the
+wrong tools.  The handlers do not hold tools; they read the catalog on every
+request, so a state swap is visible to the very next call.
+
+Change notification follows the two protocol eras the SDK serves:
+
+- handshake era (2024-11-05 … 2025-11-25): a stateful session, created by
+  ``initialize`` with JSON responses; ``notifications/tools/list_changed``
+  goes on its GET SSE stream.  Sessions are tracked from their
+  ``notifications/initialized`` until their connection is torn down (DELETE,
+  idle timeout, crash or shutdown).
+- 2026-07-28: stateless, one POST per request; change notifications travel
+  only on ``subscriptions/listen`` streams, which the SDK's ``ListenHandler``
+  serves from a per-endpoint bus.
+
+How failures of ``tools/call`` reach the client (the spec lets a server
+choose for invalid arguments; we choose what lets a model correct itself):
+
+=====================================  ===========================================
+catalog raises / happens               MCP answer
+=====================================  ===========================================
+``UnknownToolError``                   JSON-RPC error -32602 (the spec's rule)
+``InvalidArgumentsError``              result with ``isError: true`` (SEP-1303)
+any other ``InvocationError``          result with ``isError: true`` (upstream
+                                       unreachable, timeout, no healthy instance)
+no answer within ``tool_call_timeout``  result with ``isError: true``
+endpoint no longer served              JSON-RPC error -32600
+unexpected exception (a gateway bug)   JSON-RPC error -32603, details only in the log
+=====================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import mcp_types as types
+import structlog
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_IDLE_TIMEOUT,
+    StreamableHTTPSessionManager,
+)
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from registry.errors import InvocationError
+
+log = structlog.get_logger("mcpgw.mcp")
+
+AGGREGATE_ENDPOINT = ""
+"""The endpoint name of the aggregate ``/mcp`` endpoint."""
+
+
+class UnknownToolError(InvocationError):
+    """The called tool is not visible on the endpoint: absent, disabled, or removed since the listing."""
+
+
+class InvalidArgumentsError(InvocationError):
+    """The arguments of a call do not satisfy the tool's ``inputSchema``."""
+
+
+class ToolCatalog(Protocol):
+    """What the serving layer needs to know about tools; the registry implements it.
+
+    Endpoint names: ``""`` is the aggregate ``/mcp``, anything else the route
+    name of one MCP server (``/mcp/{name}``).
+    """
+
+    def has_endpoint(self, endpoint: str) -> bool: ...
+
+    def list_tools(self, endpoint: str) -> Sequence[types.Tool]: ...
+
+    async def call_tool(
+        self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None
+    ) -> types.CallToolResult:
+        """Run a tool.
+
+        Tool-level failures come back as a result with ``isError``; protocol
+        failures are raised as ``InvocationError`` subclasses (see the module
+        docstring for how each is answered).
+        """
+        ...
+
+    def subscribe(self, callback: Callable[[frozenset[str]], None]) -> Callable[[], None]:
+        """Call ``callback(changed endpoints)`` after each state swap; returns the unsubscribe function."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class McpServeOptions:
+    """Tunables of the MCP endpoints; the defaults suit a production gateway."""
+
+    prefix: str = "/mcp"
+    json_response: bool = True
+    """Answer POSTs with JSON instead of an SSE stream (about twice as fast in this SDK)."""
+    session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT
+    max_sessions_per_endpoint: int | None = DEFAULT_MAX_SESSIONS
+    security: TransportSecuritySettings | None = None
+    """Host/Origin checks against DNS rebinding; ``None`` accepts any host, as a network gateway must."""
+    tool_call_timeout: float = 120.0
+    """Backstop so that no client waits forever, whatever the invoker's own timeouts."""
+    notify_timeout: float = 5.0
+    """How long one slow session may hold a list-changed notification before it is given up."""
+    server_version: str = "0.1.0"
+
+
+@dataclass(eq=False)
+class _Endpoint:
+    """One served endpoint: its SDK server, session manager and live sessions."""
+
+    name: str
+    manager: StreamableHTTPSessionManager
+    bus: InMemorySubscriptionBus
+    listen: ListenHandler
+    connections: set[Connection] = field(default_factory=set)
+    notifying: set[Connection] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    running: bool = False
+
+
+class _EndpointServer(Server[dict[str, Any]]):
+    """A low-level server that advertises ``tools.listChanged``.
+
+    The session manager builds initialize results from
+    ``create_initialization_options()`` without arguments, so the flag has to
+    be the default here.
+    """
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
+    # The SDK hands handlers a per-request ServerSession that keeps the
+    # session's Connection private; the Connection is the only object that
+    # outlives the request, can notify later, and says (exit_stack) when the
+    # session ends.  Covered by the list_changed tests: an SDK that renames it
+    # fails them.
+    connection: Connection = ctx.session._connection
+    return connection
+
+
+def _session_id_of(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    request = ctx.request
+    if isinstance(request, Request):
+        return request.headers.get(MCP_SESSION_ID_HEADER)
+    return None
+
+
+def _error_result(message: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path != root and path[len(root)] == "/":
+        return path[len(root) :]
+    return path
+
+
+async def _send_json_error(send: Send, status: int, code: int, message: str) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class McpEndpoints:
+    """The ASGI application serving every MCP endpoint of the gateway.
+
+    Requests are served only inside ``async with endpoints.run():`` (put it in
+    the lifespan of the enclosing app).  ``routes()`` gives the Starlette
+    routes to add to an app; ``create_mcp_asgi`` builds a standalone app.
+    """
+
+    def __init__(self, catalog: ToolCatalog, options: McpServeOptions | None = None) -> None:
+        self._catalog = catalog
+        self._options = options or McpServeOptions()
+        self._prefix = self._options.prefix.rstrip("/")
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._task_group: asyncio.TaskGroup | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def routes(self) -> list[Route]:
+        """Starlette routes for the aggregate and the per-server endpoints (all methods)."""
+        app: ASGIApp = self
+        return [Route(self._prefix, endpoint=app), Route(self._prefix + "/{name}", endpoint=app)]
+
+    def path_of(self, endpoint: str) -> str:
+        return self._prefix if endpoint == AGGREGATE_ENDPOINT else f"{self._prefix}/{endpoint}"
+
+    def session_count(self, endpoint: str) -> int:
+        """Initialized handshake-era sessions currently open on ``endpoint``."""
+        served = self._endpoints.get(endpoint)
+        return len(served.connections) if served is not None else 0
+
+    @contextlib.asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        """Serve until the block exits; then every session is closed."""
+        if self._task_group is not None:
+            raise RuntimeError("McpEndpoints.run() is already active; enter it once, in the app lifespan")
+        self._loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as task_group:
+            self._task_group = task_group
+            unsubscribe = self._catalog.subscribe(self._on_catalog_change)
+            try:
+                yield
+            finally:
+                unsubscribe()
+                self._task_group = None
+                for served in self._endpoints.values():
+                    self._stop(served)
+                self._endpoints.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        endpoint = self._endpoint_for(_route_path(scope))
+        if endpoint is None or not self._catalog.has_endpoint(endpoint):
+            shown = endpoint if endpoint is not None else _route_path(scope)
+            await _send_json_error(
+                send,
+                404,
+                types.INVALID_REQUEST,
+                f"No MCP endpoint at {scope['path']}: this gateway serves no MCP server named {shown!r}. "
+                f"Check the name; a server appears at {self._prefix}/<name> once it is published "
+                "and enabled in the registry.",
+            )
+            return
+        served = await self._ready_endpoint(endpoint)
+        if served is None:
+            await _send_json_error(
+                send,
+                503,
+                types.INTERNAL_ERROR,
+                f"The MCP endpoint {self.path_of(endpoint)} is not running (the gateway is starting or "
+                "stopping); retry in a moment.",
+            )
+            return
+        await served.manager.handle_request(scope, receive, send)
+
+    def _endpoint_for(self, path: str) -> str | None:
+        if path in (self._prefix, self._prefix + "/"):
+            return AGGREGATE_ENDPOINT
+        head = self._prefix + "/"
+        if path.startswith(head):
+            name = path[len(head) :].rstrip("/")
+            if name and "/" not in name:
+                return name
+        return None
+
+    async def _ready_endpoint(self, name: str) -> _Endpoint | None:
+        served = self._endpoints.get(name)
+        if served is None:
+            task_group = self._task_group
+            if task_group is None:
+                return None
+            served = self._make_endpoint(name)
+            self._endpoints[name] = served
+            task_group.create_task(self._serve_endpoint(served), name=f"mcp-endpoint:{name or '<aggregate>'}")
+        await served.ready.wait()
+        return served if served.running else None
+
+    def _make_endpoint(self, name: str) -> _Endpoint:
+        bus = InMemorySubscriptionBus()
+        listen = ListenHandler(bus)
+        catalog = self._catalog
+        path = self.path_of(name)
+        options = self._options
+
+        def gone() -> MCPError:
+            return MCPError(
+                types.INVALID_REQUEST,
+                f"The MCP endpoint {path} is no longer served by this gateway (its server was removed or "
+                "disabled); reconnect to another endpoint.",
+            )
+
+        async def list_tools(
+            ctx: ServerRequestContext[dict[str, Any]], params: types.PaginatedRequestParams | None
+        ) -> types.ListToolsResult:
+            if not catalog.has_endpoint(name):
+                raise gone()
+            return types.ListToolsResult(tools=list(catalog.list_tools(name)))
+
+        async def call_tool(
+            ctx: ServerRequestContext[dict[str, Any]], params: types.CallToolRequestParams
+        ) -> types.CallToolResult:
+            if not catalog.has_endpoint(name):
+                raise gone()
+            tool = params.name
+            try:
+                async with asyncio.timeout(options.tool_call_timeout):
+                    return await catalog.call_tool(
+                        name, tool, params.arguments, session_id=_session_id_of(ctx)
+                    )
+            except UnknownToolError as exc:
+                raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
+            except InvocationError as exc:
+                return _error_result(str(exc))
+            except TimeoutError:
+                log.warning("mcp.call.timeout", endpoint=path, tool=tool, seconds=options.tool_call_timeout)
+                return _error_result(
+                    f"Tool {tool!r} on {path} did not answer within {options.tool_call_timeout:g} s and the "
+                    "gateway stopped waiting; retry later, or ask the operator to check the backend."
+                )
+            except Exception as exc:
+                log.exception("mcp.call.crashed", endpoint=path, tool=tool)
+                raise MCPError(
+                    types.INTERNAL_ERROR,
+                    f"The gateway failed internally while calling tool {tool!r} on {path}; "
+                    "the details are in the gateway log.",
+                ) from exc
+
+        def input_schema(tool: str) -> dict[str, Any] | None:
+            for listed in catalog.list_tools(name):
+                if listed.name == tool:
+                    return listed.input_schema
+            return None
+
+        server = _EndpointServer(
+            "mcpgw" if name == AGGREGATE_ENDPOINT else f"mcpgw/{name}",
+            version=options.server_version,
+            on_list_tools=list_tools,
+            on_call_tool=call_tool,
+            on_subscriptions_listen=listen,
+            get_tool_input_schema=input_schema,
+        )
+        manager = StreamableHTTPSessionManager(
+            app=server,
+            json_response=options.json_response,
+            security_settings=options.security,
+            session_idle_timeout=options.session_idle_timeout,
+            max_sessions=options.max_sessions_per_endpoint,
+        )
+        served = _Endpoint(name=name, manager=manager, bus=bus, listen=listen)
+
+        async def track_session(
+            ctx: ServerRequestContext[dict[str, Any]], params: types.NotificationParams
+        ) -> None:
+            connection = _connection_of(ctx)
+            served.connections.add(connection)
+            connection.exit_stack.callback(served.connections.discard, connection)
+
+        server.add_notification_handler("notifications/initialized", types.NotificationParams, track_session)
+        return served
+
+    async def _serve_endpoint(self, served: _Endpoint) -> None:
+        # A failure here must not escape: it would cancel the task group that
+        # serves every other endpoint.
+        try:
+            async with served.manager.run():
+                served.running = True
+                served.ready.set()
+                log.info("mcp.endpoint.started", endpoint=self.path_of(served.name))
+                await served.stop.wait()
+        except Exception:
+            log.exception("mcp.endpoint.failed", endpoint=self.path_of(served.name))
+        finally:
+            served.running = False
+            served.ready.set()
+            if self._endpoints.get(served.name) is served:
+                del self._endpoints[served.name]
+            log.info("mcp.endpoint.stopped", endpoint=self.path_of(served.name))
+
+    def _stop(self, served: _Endpoint) -> None:
+        served.listen.close()
+        served.stop.set()
+
+    def _on_catalog_change(self, changed: frozenset[str]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # The catalog may swap from any thread; all endpoint state lives on the loop.
+        loop.call_soon_threadsafe(self._announce, changed)
+
+    def _announce(self, changed: frozenset[str]) -> None:
+        task_group = self._task_group
+        if task_group is None:
+            return
+        for name in changed:
+            served = self._endpoints.get(name)
+            if served is None:
+                continue
+            if not self._catalog.has_endpoint(name):
+                del self._endpoints[name]
+                self._stop(served)
+                continue
+            task_group.create_task(served.bus.publish(ToolsListChanged()))
+            for connection in served.connections - served.notifying:
+                # One notification in flight per session is enough: the client
+                # reads the list after it arrives, which is after this change.
+                served.notifying.add(connection)
+                task_group.create_task(self._notify(served, connection))
+
+    async def _notify(self, served: _Endpoint, connection: Connection) -> None:
+        try:
+            async with asyncio.timeout(self._options.notify_timeout):
+                await connection.send_tool_list_changed()
+        except TimeoutError:
+            log.warning(
+                "mcp.notify.slow_session", endpoint=self.path_of(served.name), session=connection.session_id
+            )
+        except Exception:
+            log.exception(
+                "mcp.notify.failed", endpoint=self.path_of(served.name), session=connection.session_id
+            )
+        finally:
+            served.notifying.discard(connection)
+
+
+def create_mcp_asgi(
+    catalog: ToolCatalog, *, json_response: bool = True, options: McpServeOptions | None = None
+) -> Starlette:
+    """A standalone ASGI app serving the MCP endpoints, with the lifespan they need.
+
+    To add MCP to an existing Starlette app instead, use ``McpEndpoints``:
+    add ``endpoints.routes()`` and enter ``endpoints.run()`` in its lifespan.
+    """
+    endpoints = McpEndpoints(catalog, replace(options or McpServeOptions(), json_response=json_response))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with endpoints.run():
+            yield
+
+    app = Starlette(routes=list(endpoints.routes()), lifespan=lifespan)
+    app.state.mcp_endpoints = endpoints
+    return app

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: stand-ins for the outside world (e.g. ``nacos_double``)."""
