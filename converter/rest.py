@@ -504,9 +504,10 @@ class _Compiler:
         for key in value:
             if key in known or not isinstance(key, str):
                 continue
-            close = difflib.get_close_matches(key, [k for k in known if k not in value], n=1, cutoff=0.85)
+            absent = {k.lower(): k for k in known if k not in value}
+            close = difflib.get_close_matches(key.lower(), absent, n=1, cutoff=0.85)
             if close:
-                raise self.fail(f"unknown field {key!r}; did you mean {close[0]!r}?", f"{path}.{key}")
+                raise self.fail(f"unknown field {key!r}; did you mean {absent[close[0]]!r}?", f"{path}.{key}")
 
     # -- templates ----------------------------------------------------------------------------
 

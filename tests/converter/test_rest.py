@@ -507,6 +507,12 @@ def test_a_referenced_security_scheme_must_be_usable(scheme: dict[str, Any], fie
             id="unknown position",
         ),
         pytest.param(
+            {"requestTemplate": {"url": "/w"}, "argsPosition": {"my city": "header"}},
+            f"{ROOT}.argsPosition[\"my city\"]",
+            ["not a valid header name"],
+            id="header position for a name no header can have",
+        ),
+        pytest.param(
             {"requestTemplate": {"url": "/w/{{ .args.city "}},
             f"{ROOT}.requestTemplate.url",
             ["does not parse"],

@@ -1,0 +1,194 @@
+"""The gateway process: source → adapter → state → MCP endpoints, plus the ops endpoints.
+
+``Gateway`` wires the layers together and owns their lifecycle; ``asgi()``
+gives the Starlette app uvicorn serves:
+
+- ``/mcp`` and ``/mcp/{server}``: MCP Streamable HTTP (gateway.mcp_endpoints)
+- ``/healthz``: the process is up; ``/readyz``: 200 once the first full sync is applied
+- ``/admin/state``: the state as JSON (no secrets); ``/metrics``: Prometheus
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapter.discovery import MCPServerAdapter
+from gateway.catalog import GatewayCatalog
+from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
+from gateway.mcp_upstream import McpUpstreamPool
+from gateway.settings import Settings
+from registry.describe import describe_state
+from registry.managers import ClusterManager
+from registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
+from remote.base import RemoteClient
+
+log = structlog.get_logger("mcpgw.gateway")
+
+
+def make_source(settings: Settings) -> RemoteClient:
+    if settings.nacos is not None:
+        from remote.nacos import NacosSource
+
+        return NacosSource(
+            settings.nacos,
+            namespace=settings.namespace,
+            username=settings.username,
+            password=settings.password,
+            cache_dir=settings.state_dir / "nacos-cache",
+            log_dir=settings.state_dir / "logs",
+        )
+    from remote.files import FilesSource
+
+    return FilesSource(settings.files_root)
+
+
+def state_document(state: GatewayState, clusters: ClusterManager, *, ready: bool) -> dict[str, Any]:
+    """The /admin/state answer: everything an operator needs, nothing secret."""
+    servers = {sid: status.as_dict() for sid, status in sorted(state.statuses.items())}
+    endpoints = {}
+    for key, tools in sorted(state.endpoints.items()):
+        if key == AGGREGATE and not tools:
+            continue
+        path = "/mcp" if key == AGGREGATE else f"/mcp/{key}"
+        endpoints[path] = [
+            {"name": name, "server_id": tool.server_id, "tool": tool.name} for name, tool in sorted(tools.items())
+        ]
+    routes = {
+        name: {"server_id": r.server_id, "server": r.server_name, "backend": r.backend, "cluster": r.cluster,
+               "export_path": r.export_path if r.backend != "rest" else None, "endpoint": r.endpoint}
+        for name, r in sorted(state.routes.items())
+    }
+    stats = clusters.stats()
+    cluster_doc = {
+        name: {
+            "service": c.service,
+            "instances": [
+                {"id": i.id, "url": i.base_url, "weight": i.weight, "healthy": i.healthy, "enabled": i.enabled}
+                for i in c.instances
+            ],
+            "balancer": stats.get(name),
+        }
+        for name, c in sorted(state.clusters.items())
+    }
+    return {
+        "version": state.version,
+        "ready": ready,
+        "servers": servers,
+        "endpoints": endpoints,
+        "routes": routes,
+        "clusters": cluster_doc,
+        "conflicts": state.conflicts(),
+        "summary": describe_state(state),
+    }
+
+
+class _StateCollector:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._gateway.store.current
+        version = GaugeMetricFamily("mcpgw_state_version", "Version of the served gateway state")
+        version.add_metric([], state.version)
+        yield version
+        phases = GaugeMetricFamily("mcpgw_servers", "MCP servers by phase", labels=["phase"])
+        counts: dict[str, int] = {}
+        for status in state.statuses.values():
+            counts[status.phase] = counts.get(status.phase, 0) + 1
+        for phase in ("serving", "stale", "pending", "error", "disabled"):
+            phases.add_metric([phase], counts.get(phase, 0))
+        yield phases
+        tools = GaugeMetricFamily("mcpgw_tools", "Visible tools per endpoint", labels=["endpoint"])
+        for key, mapping in state.endpoints.items():
+            tools.add_metric(["/mcp" if key == AGGREGATE else f"/mcp/{key}"], len(mapping))
+        yield tools
+        errors = GaugeMetricFamily("mcpgw_server_last_error_timestamp_seconds",
+                                   "When a server's latest update was rejected", labels=["server"])
+        for status in state.statuses.values():
+            if status.last_error_at:
+                errors.add_metric([status.name or status.server_id], status.last_error_at)
+        yield errors
+
+
+class Gateway:
+    def __init__(self, settings: Settings, source: RemoteClient | None = None) -> None:
+        self.settings = settings
+        self.store = StateStore(AggregateNaming(settings.aggregate_naming, settings.aggregate_separator))
+        self.clusters = ClusterManager(self.store)
+        self.source = source if source is not None else make_source(settings)
+        self.adapter = MCPServerAdapter(
+            self.source, self.store, namespace=settings.namespace, interval=settings.discovery_interval
+        )
+        self.http = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            trust_env=False,
+        )
+        self.mcp_pool = McpUpstreamPool()
+        self.catalog = GatewayCatalog(
+            self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool, timeout=settings.upstream_timeout
+        )
+        self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=settings.upstream_timeout + 5))
+        self.metrics = CollectorRegistry()
+        self.metrics.register(_StateCollector(self))  # type: ignore[arg-type]
+        self.started_at = time.time()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self.source.start()
+        discovery = asyncio.create_task(self.adapter.run(), name="discovery")
+        try:
+            async with self.endpoints.run():
+                yield
+        finally:
+            discovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await discovery
+            await self.adapter.close()
+            await self.mcp_pool.close()
+            await self.http.aclose()
+            await self.source.stop()
+            self.clusters.close()
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        ready = self.adapter.ready.is_set()
+        return JSONResponse(
+            {"ready": ready, "state_version": self.store.current.version}, status_code=200 if ready else 503
+        )
+
+    async def admin_state(self, request: Request) -> Response:
+        return JSONResponse(state_document(self.store.current, self.clusters, ready=self.adapter.ready.is_set()))
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
+
+    def asgi(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            async with self.running():
+                yield
+
+        routes = [
+            Route("/healthz", self.healthz),
+            Route("/readyz", self.readyz),
+            Route("/admin/state", self.admin_state),
+            Route("/metrics", self.metrics_endpoint),
+            *self.endpoints.routes(),
+        ]
+        return Starlette(routes=routes, lifespan=lifespan)
