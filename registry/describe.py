@@ -33,6 +33,7 @@ def describe_state(state: GatewayState) -> dict[str, Any]:
         entry: dict[str, Any] = {"phase": status.phase}
         if status.applied_version:
             entry["serving"] = status.applied_version
+            entry["revision"] = status.revision
         if status.desired_version and status.desired_version != status.applied_version:
             entry["wanted"] = status.desired_version
         if status.message and status.phase not in ("serving",):

@@ -56,6 +56,8 @@ class ServerStatus:
     applied_at: float | None = None
     updated_at: float = 0.0
     tools: int = 0
+    revision: str | None = None
+    """Short digest of everything served for this server (specs, credentials, instances)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class ServerStatus:
             "applied_at": self.applied_at,
             "updated_at": self.updated_at,
             "tools": self.tools,
+            "revision": self.revision,
         }
 
 
@@ -335,6 +338,7 @@ class StateStore:
                 applied_at=old_status.applied_at if unchanged and old_status else now,
                 updated_at=now,
                 tools=len(models.tools),
+                revision=models.fingerprint[:8],
             )
             if unchanged and old_status is not None and _same_status(old_status, status):
                 return None
@@ -404,6 +408,7 @@ class StateStore:
                 applied_at=old_status.applied_at if old_status else None,
                 updated_at=now,
                 tools=len(serving.tools) if serving else 0,
+                revision=serving.fingerprint[:8] if serving else None,
             )
             if old_status is not None and _same_status(old_status, status):
                 return None
@@ -429,4 +434,5 @@ def _same_status(a: ServerStatus, b: ServerStatus) -> bool:
         and a.message == b.message
         and a.last_error == b.last_error
         and a.tools == b.tools
+        and a.revision == b.revision
     )

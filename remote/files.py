@@ -34,6 +34,7 @@ return something older than what is on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -192,9 +193,14 @@ class FilesSource:
         await self._store.stop()
         if task is None:
             return
+        # The watcher notices the stop event within one step and ends with
+        # its thread; cancelling is for a task stuck elsewhere (a restart
+        # delay, a slow listener).
         self._stop_event.set()
-        task.cancel()
-        await asyncio.wait({task})
+        done, _ = await asyncio.wait({task}, timeout=_RUST_TIMEOUT_MS / 1000)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
         if not task.cancelled() and task.exception() is not None:
             log.error("files.watch_ended_with_error", root=str(self._root), error=str(task.exception()))
 
@@ -218,26 +224,28 @@ class FilesSource:
         # Kept alive on purpose: an error in one batch or in the watcher must
         # not end live updates for the rest of the process.
         resync = False
+        watching.set()
         while True:
-            watching.set()
+            changes = awatch(
+                self._root,
+                watch_filter=None,
+                debounce=self._debounce_ms,
+                step=_STEP_MS,
+                stop_event=self._stop_event,
+                rust_timeout=_RUST_TIMEOUT_MS,
+                yield_on_timeout=True,
+            )
             try:
-                async for batch in awatch(
-                    self._root,
-                    watch_filter=None,
-                    debounce=self._debounce_ms,
-                    step=_STEP_MS,
-                    stop_event=self._stop_event,
-                    rust_timeout=_RUST_TIMEOUT_MS,
-                    yield_on_timeout=True,
-                ):
-                    paths = {Path(path) for _, path in batch}
-                    if resync:
-                        # The first yield comes from the new watcher, so
-                        # nothing changed since then can be missed.
-                        paths.add(self._root)
-                        resync = False
-                    if paths:
-                        await self._refresh_guarded(paths)
+                async with contextlib.aclosing(changes):
+                    async for batch in changes:
+                        paths = {Path(path) for _, path in batch}
+                        if resync:
+                            # The first yield comes from the new watcher, so
+                            # nothing changed since then can be missed.
+                            paths.add(self._root)
+                            resync = False
+                        if paths:
+                            await self._refresh_guarded(paths)
                 return
             except Exception:
                 if self._task is None:

@@ -213,8 +213,7 @@ class NacosDouble:
         self._delayed.clear()
         if self._grpc is not None:
             server, self._grpc = self._grpc, None
-            for conn in list(self._connections.values()):
-                conn.outbound.put_nowait(None)
+            # Abort, never finish, the streams: a client only reconnects when its stream fails.
             await server.stop(grace=None)
             for conn in list(self._connections.values()):
                 self._drop_connection(conn)

@@ -1,0 +1,49 @@
+"""plan_discovery: the one function that decides which listeners stop and start."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapter.discovery import plan_discovery
+
+
+def test_new_servers_start_at_once() -> None:
+    plan = plan_discovery(["a", "b"], ["a"], [])
+    assert plan.start == {"b"} and plan.stop == frozenset()
+
+
+def test_server_missing_once_is_only_marked_absent() -> None:
+    plan = plan_discovery(["a"], ["a", "b"], [])
+    assert plan.stop == frozenset() and plan.absent == {"b"}
+
+
+def test_server_missing_twice_in_a_row_is_stopped() -> None:
+    plan = plan_discovery(["a"], ["a", "b"], ["b"])
+    assert plan.stop == {"b"} and plan.absent == frozenset()
+
+
+def test_server_that_came_back_is_no_longer_absent() -> None:
+    plan = plan_discovery(["a", "b"], ["a", "b"], ["b"])
+    assert plan.stop == frozenset() and plan.absent == frozenset()
+
+
+def test_sudden_empty_listing_stops_nothing() -> None:
+    plan = plan_discovery([], ["a", "b"], ["a", "b"])
+    assert plan.empty_listing_ignored
+    assert plan.stop == frozenset() and plan.start == frozenset()
+
+
+def test_empty_listing_with_nothing_running_is_just_empty() -> None:
+    plan = plan_discovery([], [], [])
+    assert not plan.empty_listing_ignored and plan.start == frozenset()
+
+
+@given(st.sets(st.sampled_from("abcdef")), st.sets(st.sampled_from("abcdef")), st.sets(st.sampled_from("abcdef")))
+def test_plan_never_stops_a_listed_server_nor_starts_a_running_one(listed: set[str], running: set[str],
+                                                                    absent: set[str]) -> None:
+    plan = plan_discovery(listed, running, absent)
+    assert not (plan.stop & listed)
+    assert not (plan.start & running)
+    assert plan.stop <= running
+    assert not (plan.stop & plan.absent)
