@@ -232,8 +232,8 @@ class ConfigListener:
         await self._watch(tkey)
         spec_content = self._contents.get(skey)
         tools_content = self._contents.get(tkey)
-        missing = [k.data_id for k, c in ((skey, spec_content), (tkey, tools_content)) if c is None]
-        if missing:
+        if spec_content is None or tools_content is None:
+            missing = [k.data_id for k, c in ((skey, spec_content), (tkey, tools_content)) if c is None]
             # Nacos writes the versions file before the specs: wait for them, keep serving.
             await self._release(keep=(vkey, skey, tkey))
             self._store.record_problem(
@@ -241,7 +241,6 @@ class ConfigListener:
                 message="waiting for " + " and ".join(missing),
             )
             return
-        assert spec_content is not None and tools_content is not None
         try:
             spec = parse_server_spec(self.server_id, version, ns, spec_content)
         except ConversionError as exc:

@@ -167,7 +167,9 @@ class GatewayCatalog:
             )
         return instance
 
-    async def _call_rest(self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None) -> types.CallToolResult:
+    async def _call_rest(
+        self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None
+    ) -> types.CallToolResult:
         binding: RestBinding = tool.binding
         args = tool.validator.validate(arguments)
         config = server.template_config
@@ -230,7 +232,8 @@ class GatewayCatalog:
             if runtime is not None and instance is not None:
                 runtime.record_finish(instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out)
         headers: Mapping[str, str] = response.headers
-        return _result(binding.map_response(response.status_code, headers, response.content, has_output_schema=has_output))
+        mapped = binding.map_response(response.status_code, headers, response.content, has_output_schema=has_output)
+        return _result(mapped)
 
     async def _call_mcp(self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None,
                         session_id: str | None) -> types.CallToolResult:

@@ -297,16 +297,23 @@ class _Weighted:
 
 
 class LeastConnections:
-    """Fewest in-flight calls per unit of weight, by power of two choices.
+    """Fewest in-flight calls per unit of weight.
 
-    Two distinct random candidates are drawn and the cheaper one is kept.
-    Picking the global minimum would send every new call to the same
-    instance until its statistics catch up; two random choices avoid that
-    herd while keeping the load within a small constant of the mean.
+    Above ``exact_up_to`` candidates it uses the power of two choices: two
+    distinct random candidates are drawn and the cheaper one is kept, which
+    costs the same at 1,000 instances as at 10 and keeps the load within a
+    small constant of the mean. In small clusters that constant is too
+    large (a simulated closed-loop load of 128 calls over 8 instances drifts
+    5 calls above the mean), so up to ``exact_up_to`` candidates it scans
+    them all and takes the cheapest, starting at a rotating position so
+    ties (an idle cluster) rotate. An exact scan causes no herd here because
+    ``on_start`` is counted synchronously right after each pick.
     """
 
-    def __init__(self, *, rng: random.Random | None = None) -> None:
+    def __init__(self, *, rng: random.Random | None = None, exact_up_to: int = 16) -> None:
         self._random = (rng or random.Random()).random
+        self._exact_up_to = exact_up_to
+        self._rotation = itertools.count()
         self._state = _Weighted.build(())
         self._in_flight: dict[str, int] = {}
 
@@ -325,16 +332,27 @@ class LeastConnections:
         n = len(candidates)
         if n < 2:
             return candidates[0] if n else None
+        inverse = state.inverse_weights
+        if n <= self._exact_up_to:
+            return candidates[self._cheapest(candidates, inverse, next(self._rotation) % n)]
         # random() < 1 and n < 2**53 make int(random() * n) < n: no bounds check needed.
         first = int(self._random() * n)
         second = int(self._random() * (n - 1))
         if second >= first:
             second += 1
         a, b = candidates[first], candidates[second]
-        inverse = state.inverse_weights
         if self._cost(b.id, inverse[second]) < self._cost(a.id, inverse[first]):
             return b
         return a
+
+    def _cheapest(self, candidates: tuple[Instance, ...], inverse: tuple[float, ...], start: int) -> int:
+        n = len(candidates)
+        best, best_cost = start, self._cost(candidates[start].id, inverse[start])
+        for index in itertools.chain(range(start + 1, n), range(start)):
+            cost = self._cost(candidates[index].id, inverse[index])
+            if cost < best_cost:
+                best, best_cost = index, cost
+        return best
 
     def on_start(self, instance_id: str) -> None:
         self._in_flight[instance_id] = self._in_flight.get(instance_id, 0) + 1
@@ -369,7 +387,9 @@ class ResponseTime(LeastConnections):
         alpha: float = 0.3,
         decay_s: float = 10.0,
     ) -> None:
-        super().__init__(rng=rng)
+        # Always two choices: each cost reads the clock and takes an
+        # exponential, too dear to compute for every candidate on every pick.
+        super().__init__(rng=rng, exact_up_to=0)
         self._clock = clock
         self._alpha = alpha
         self._decay_s = decay_s

@@ -403,7 +403,9 @@ class StateStore:
                 applied_version=serving.version if serving else None,
                 desired_version=version,
                 message=message,
-                last_error=error if error is not None else (old_status.last_error if old_status and phase == "pending" else None),
+                last_error=error if error is not None else (
+                    old_status.last_error if old_status and phase == "pending" else None
+                ),
                 last_error_at=now if error is not None else (old_status.last_error_at if old_status else None),
                 applied_at=old_status.applied_at if old_status else None,
                 updated_at=now,

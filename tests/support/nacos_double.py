@@ -74,8 +74,13 @@ _UN_REGISTER = 301
 _NO_HANDLER = 302
 _INVALID_PARAM = 400
 
-_ABILITY_TABLE = {"supportPersistentInstanceByGrpc": True, "fuzzyWatch": False, "lock": False,
-                  "mcp": True, "agent": False}
+_ABILITY_TABLE = {
+    "supportPersistentInstanceByGrpc": True,
+    "fuzzyWatch": False,
+    "lock": False,
+    "mcp": True,
+    "agent": False,
+}
 
 ConfigId = tuple[str, str, str]
 """(namespace, group, dataId)"""
@@ -125,7 +130,7 @@ def _namespace(raw: object) -> str:
 def _md5(content: str | None) -> str:
     if not content:
         return ""
-    return hashlib.md5(content.encode("utf-8")).hexdigest()  # noqa: S324 - Nacos' own choice
+    return hashlib.md5(content.encode("utf-8")).hexdigest()
 
 
 def _free_port_pair(host: str) -> int:
@@ -324,10 +329,10 @@ class NacosDouble:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
         """Wait until ``predicate()`` holds; re-checked on every change the double sees."""
         assert self._changed is not None, "start the double first"
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(predicate)
 
     async def _notify(self) -> None:
@@ -364,8 +369,11 @@ class NacosDouble:
         namespace, group, data_id = key
         for conn in self._connections.values():
             if key in conn.listened:
-                self._push(conn, "ConfigChangeNotifyRequest",
-                           {"module": "config", "dataId": data_id, "group": group, "tenant": namespace})
+                self._push(
+                    conn,
+                    "ConfigChangeNotifyRequest",
+                    {"module": "config", "dataId": data_id, "group": group, "tenant": namespace},
+                )
         self._notify_soon()
 
     def _service_changed(self, key: ServiceId) -> None:
@@ -373,10 +381,17 @@ class NacosDouble:
         for conn in self._connections.values():
             if key in conn.subscribed:
                 namespace, group, service = key
-                self._push(conn, "NotifySubscriberRequest", {
-                    "module": "naming", "namespace": namespace, "groupName": group, "serviceName": service,
-                    "serviceInfo": self._service_info(key),
-                })
+                self._push(
+                    conn,
+                    "NotifySubscriberRequest",
+                    {
+                        "module": "naming",
+                        "namespace": namespace,
+                        "groupName": group,
+                        "serviceName": service,
+                        "serviceInfo": self._service_info(key),
+                    },
+                )
         self._notify_soon()
 
     def _tick(self) -> int:
@@ -389,9 +404,14 @@ class NacosDouble:
         if key not in self._ref_times:
             self._ref_times[key] = self._tick()
         return {
-            "name": service, "groupName": group, "clusters": "", "cacheMillis": 10000,
+            "name": service,
+            "groupName": group,
+            "clusters": "",
+            "cacheMillis": 10000,
             "hosts": [self._instance_json(key, inst) for inst in self._services.get(key, {}).values()],
-            "lastRefTime": self._ref_times[key], "checksum": "", "allIps": False,
+            "lastRefTime": self._ref_times[key],
+            "checksum": "",
+            "allIps": False,
             "reachProtectionThreshold": False,
         }
 
@@ -400,9 +420,15 @@ class NacosDouble:
         _, group, service = key
         grouped = f"{group}@@{service}"
         return {
-            "instanceId": f"{inst.ip}#{inst.port}#{inst.cluster}#{grouped}", "ip": inst.ip, "port": inst.port,
-            "weight": inst.weight, "healthy": inst.healthy, "enabled": inst.enabled,
-            "ephemeral": inst.ephemeral, "clusterName": inst.cluster, "serviceName": grouped,
+            "instanceId": f"{inst.ip}#{inst.port}#{inst.cluster}#{grouped}",
+            "ip": inst.ip,
+            "port": inst.port,
+            "weight": inst.weight,
+            "healthy": inst.healthy,
+            "enabled": inst.enabled,
+            "ephemeral": inst.ephemeral,
+            "clusterName": inst.cluster,
+            "serviceName": grouped,
             "metadata": dict(inst.metadata),
         }
 
@@ -410,8 +436,9 @@ class NacosDouble:
 
     def _register_connection(self, peer: str, body: dict[str, Any], outbound: asyncio.Queue[Payload | None]) -> None:
         connection_id = self._checked.pop(peer, None) or f"{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}"
-        conn = _Connection(connection_id, peer, _namespace(body.get("tenant")), dict(body.get("labels") or {}),
-                           outbound)
+        conn = _Connection(
+            connection_id, peer, _namespace(body.get("tenant")), dict(body.get("labels") or {}), outbound
+        )
         self._connections[peer] = conn
         self._push_raw(conn, "SetupAckRequest", {"module": "internal", "abilityTable": _ABILITY_TABLE})
         self._notify_soon()
@@ -453,8 +480,9 @@ class NacosDouble:
         if request_type == "ServerCheckRequest":
             connection_id = f"{int(time.time() * 1000)}_{uuid.uuid4().hex[:8]}"
             self._checked[peer] = connection_id
-            return _response("ServerCheckResponse", request_id,
-                             {"connectionId": connection_id, "supportAbilityNegotiation": True})
+            return _response(
+                "ServerCheckResponse", request_id, {"connectionId": connection_id, "supportAbilityNegotiation": True}
+            )
         conn = self._connections.get(peer)
         if conn is None:
             return _response("ErrorResponse", request_id, {}, _Fail(_UN_REGISTER, "Connection is unregistered."))
@@ -462,8 +490,9 @@ class NacosDouble:
             return _response("HealthCheckResponse", request_id, {})
         route = self._routes().get(request_type)
         if route is None:
-            return _response("ErrorResponse", request_id, {},
-                             _Fail(_NO_HANDLER, f"RequestHandler Not Found: {request_type}"))
+            return _response(
+                "ErrorResponse", request_id, {}, _Fail(_NO_HANDLER, f"RequestHandler Not Found: {request_type}")
+            )
         response_type, handler = route
         try:
             self._check_auth(headers)
@@ -503,8 +532,12 @@ class NacosDouble:
         content = self._configs.get(key)
         if content is None:
             raise _Fail(_CONFIG_NOT_FOUND, "config data not exist")
-        return {"content": content, "md5": _md5(content), "contentType": "json",
-                "lastModified": int(time.time() * 1000)}
+        return {
+            "content": content,
+            "md5": _md5(content),
+            "contentType": "json",
+            "lastModified": int(time.time() * 1000),
+        }
 
     def _config_publish(self, _conn: _Connection, body: dict[str, Any]) -> dict[str, Any]:
         key = self._config_key(body)
@@ -546,9 +579,14 @@ class NacosDouble:
     def _stored(raw: dict[str, Any], owner: str | None) -> _StoredInstance:
         ephemeral = bool(raw.get("ephemeral", True))
         return _StoredInstance(
-            ip=str(raw["ip"]), port=int(raw["port"]), weight=float(raw.get("weight", 1.0)),
-            healthy=bool(raw.get("healthy", True)), enabled=bool(raw.get("enabled", True)), ephemeral=ephemeral,
-            cluster=str(raw.get("clusterName") or "DEFAULT"), metadata=dict(raw.get("metadata") or {}),
+            ip=str(raw["ip"]),
+            port=int(raw["port"]),
+            weight=float(raw.get("weight", 1.0)),
+            healthy=bool(raw.get("healthy", True)),
+            enabled=bool(raw.get("enabled", True)),
+            ephemeral=ephemeral,
+            cluster=str(raw.get("clusterName") or "DEFAULT"),
+            metadata=dict(raw.get("metadata") or {}),
             owner=owner if ephemeral else None,
         )
 
@@ -598,18 +636,20 @@ class NacosDouble:
         names = sorted(s for (ns, g, s) in self._services if ns == namespace and g == group)
         page_no, page_size = int(body.get("pageNo") or 1), int(body.get("pageSize") or 10)
         start = (page_no - 1) * page_size
-        return {"count": len(names), "serviceNames": names[start:start + page_size]}
+        return {"count": len(names), "serviceNames": names[start : start + page_size]}
 
     # ------------------------------------------------------------------ HTTP: login and the MCP admin API
 
     def _http_app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/nacos/v1/auth/login", self._login, methods=["POST"]),
-            Route("/nacos/v1/auth/users/login", self._login, methods=["POST"]),
-            Route("/nacos/v3/auth/user/login", self._login, methods=["POST"]),
-            Route("/nacos/v3/admin/ai/mcp/list", self._mcp_list, methods=["GET"]),
-            Route("/nacos/v3/admin/ai/mcp", self._mcp_write, methods=["POST", "PUT", "DELETE"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/nacos/v1/auth/login", self._login, methods=["POST"]),
+                Route("/nacos/v1/auth/users/login", self._login, methods=["POST"]),
+                Route("/nacos/v3/auth/user/login", self._login, methods=["POST"]),
+                Route("/nacos/v3/admin/ai/mcp/list", self._mcp_list, methods=["GET"]),
+                Route("/nacos/v3/admin/ai/mcp", self._mcp_write, methods=["POST", "PUT", "DELETE"]),
+            ]
+        )
 
     async def _params(self, request: Request) -> dict[str, str]:
         params = dict(request.query_params)
@@ -660,17 +700,28 @@ class NacosDouble:
                 continue
             latest = version.get("latestPublishedVersion") or ""
             detail = next((d for d in version.get("versionDetails") or [] if d.get("version") == latest), None)
-            items.append({
-                "id": version.get("id"), "name": server_name, "protocol": version.get("protocol"),
-                "frontProtocol": version.get("frontProtocol"), "description": version.get("description"),
-                "enabled": version.get("enabled", True), "capabilities": version.get("capabilities") or [],
-                "versionDetail": detail, "version": latest,
-            })
+            items.append(
+                {
+                    "id": version.get("id"),
+                    "name": server_name,
+                    "protocol": version.get("protocol"),
+                    "frontProtocol": version.get("frontProtocol"),
+                    "description": version.get("description"),
+                    "enabled": version.get("enabled", True),
+                    "capabilities": version.get("capabilities") or [],
+                    "versionDetail": detail,
+                    "version": latest,
+                }
+            )
         total = len(items)
         pages = (total + page_size - 1) // page_size
         start = (page_no - 1) * page_size
-        page = {"totalCount": total, "pageNumber": page_no, "pagesAvailable": pages,
-                "pageItems": items[start:start + page_size]}
+        page = {
+            "totalCount": total,
+            "pageNumber": page_no,
+            "pagesAvailable": pages,
+            "pageItems": items[start : start + page_size],
+        }
         return JSONResponse({"code": 0, "message": "success", "data": page})
 
     async def _mcp_write(self, request: Request) -> Response:
@@ -684,8 +735,10 @@ class NacosDouble:
                 return JSONResponse({"code": 0, "message": "success", "data": "ok"})
             server_id = self._mcp_upsert(namespace, params, create=request.method == "POST")
         except _Fail as failure:
-            return JSONResponse({"code": failure.error_code, "message": failure.message, "data": None},
-                                status_code=failure.error_code if failure.error_code >= 400 else 400)
+            return JSONResponse(
+                {"code": failure.error_code, "message": failure.message, "data": None},
+                status_code=failure.error_code if failure.error_code >= 400 else 400,
+            )
         return JSONResponse({"code": 0, "message": "success", "data": server_id if request.method == "POST" else "ok"})
 
     def _find_versions(self, namespace: str, *, server_id: str = "", name: str = "") -> dict[str, Any] | None:
@@ -718,14 +771,22 @@ class NacosDouble:
                 detail["is_latest"] = False
         details.append({"version": version, "release_date": released, "is_latest": latest})
         versions = {
-            "id": server_id, "name": name, "protocol": spec.get("protocol", "http"),
-            "frontProtocol": spec.get("frontProtocol", "mcp-sse"), "description": spec.get("description", ""),
-            "enabled": spec.get("enabled", True), "capabilities": ["TOOL"] if tools.get("tools") else [],
+            "id": server_id,
+            "name": name,
+            "protocol": spec.get("protocol", "http"),
+            "frontProtocol": spec.get("frontProtocol", "mcp-sse"),
+            "description": spec.get("description", ""),
+            "enabled": spec.get("enabled", True),
+            "capabilities": ["TOOL"] if tools.get("tools") else [],
             "latestPublishedVersion": version if latest else (existing or {}).get("latestPublishedVersion", version),
             "versionDetails": details,
         }
-        server = {**spec, "id": server_id, "versionDetail": {"version": version, "release_date": released},
-                  "toolsDescriptionRef": f"{server_id}-{version}-mcp-tools.json"}
+        server = {
+            **spec,
+            "id": server_id,
+            "versionDetail": {"version": version, "release_date": released},
+            "toolsDescriptionRef": f"{server_id}-{version}-mcp-tools.json",
+        }
         # Nacos writes the versions file first: readers may see a version whose spec is not there yet.
         self.set_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json", json.dumps(versions))
         self.set_config(namespace, SERVER_GROUP, f"{server_id}-{version}-mcp-server.json", json.dumps(server))
@@ -744,15 +805,21 @@ class NacosDouble:
             self.delete_config(namespace, TOOLS_GROUP, f"{server_id}-{version}-mcp-tools.json")
         remaining = [d for d in existing.get("versionDetails") or [] if d.get("version") not in doomed]
         if remaining:
-            self.set_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json",
-                            json.dumps({**existing, "versionDetails": remaining}))
+            self.set_config(
+                namespace,
+                VERSIONS_GROUP,
+                f"{server_id}-mcp-versions.json",
+                json.dumps({**existing, "versionDetails": remaining}),
+            )
         else:
             self.delete_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json")
 
 
 def _payload(message_type: str, body: dict[str, Any]) -> Payload:
-    return Payload(metadata=Metadata(type=message_type, clientIp="127.0.0.1"),
-                   body=AnyMessage(value=json.dumps(body).encode("utf-8")))
+    return Payload(
+        metadata=Metadata(type=message_type, clientIp="127.0.0.1"),
+        body=AnyMessage(value=json.dumps(body).encode("utf-8")),
+    )
 
 
 def _response(response_type: str, request_id: str, fields: dict[str, Any], failure: _Fail | None = None) -> Payload:
@@ -775,7 +842,7 @@ class _BiStreamServicer(pb_grpc.BiRequestStreamServicer):  # type: ignore[misc]
     def __init__(self, double: NacosDouble) -> None:
         self._double = double
 
-    async def requestBiStream(  # noqa: N802 - the generated servicer's name
+    async def requestBiStream(
         self, request_iterator: AsyncIterator[Payload], context: grpc.aio.ServicerContext[Payload, Payload]
     ) -> AsyncIterator[Payload]:
         peer = context.peer()

@@ -1,0 +1,844 @@
+"""The real configuration source: Nacos, through nacos-sdk-python 3.x and the Nacos 3 admin API.
+
+The SDK does the protocol work (gRPC connection, md5-based config listening,
+naming pushes, re-registration of our own instances), but it has sharp edges
+that the control plane must never feel.  This module is where each of them
+is filed down, so the rest of mcpgw sees only the ``RemoteClient`` contract:
+
+- **Callbacks only enqueue.**  The SDK awaits listener callbacks while it
+  holds its own locks; calling back into it from there deadlocks.  Every SDK
+  callback here puts an event on one ``asyncio.Queue``; our own drain task
+  calls the user's callbacks, never under an SDK lock.
+- **Read, then listen, then de-duplicate by content.**  Adding a listener
+  gives no initial event, and the same content can arrive twice (a push and
+  our resync).  Every (key, callback) pair remembers the last content it was
+  given, starting from the content read when it started listening; a
+  callback is only called with content different from that.  A deleted
+  config is delivered as ``""``, as Nacos does.
+- **Empty instance lists are delivered.**  By default the SDK drops a push
+  whose host list is empty, so a real scale-to-zero never arrives.  We set
+  ``update_cache_when_empty=True``: the last deregistration reaches the
+  callback as ``()``.  Whether an empty list may empty a healthy cluster is
+  the adapter's decision (ARCHITECTURE §6.5), not the source's.
+- **Our own resync on reconnect.**  The SDK re-subscribes services only on a
+  30-second redo tick.  We listen to the SDK's connection events: when a
+  connection comes back after a loss, we kick the SDK's redo at once (our own
+  instances are re-registered, subscriptions renewed), re-read every watched
+  config and instance list of that namespace, and deliver only what changed.
+- **Explicit directories.**  The SDK writes caches and logs under ``~`` by
+  default and reads ``*_failover`` files from its cache first: ``cache_dir``
+  and ``log_dir`` are mandatory here.  Its disk cache is not loaded at start
+  (stale data would shadow the server); the last-known-good state lives in
+  the registry, not in the SDK.  Its logs go at WARNING level because at
+  INFO it writes config contents and access tokens.
+- **One SDK client pair per namespace**, created lazily: a server may
+  reference a service in another namespace.
+- **Listing** goes through ``GET /nacos/v3/admin/ai/mcp/list`` (all pages),
+  parsed with our own models, with a token from ``POST /nacos/v1/auth/login``
+  when credentials are given.  Nacos pushes nothing when the listing changes,
+  so ``watch_listing`` polls it (``listing_poll_interval``) and calls back
+  only on a difference, and after every reconnect.
+- **Errors are ours.**  SDK and HTTP failures become ``SourceUnavailable``,
+  ``SourceAuthError`` or ``SourceNotFound`` with a sentence naming the server
+  and the user, never the password or token.  ``start`` fails within
+  ``connect_timeout`` when the server is unreachable or the credentials are
+  wrong, instead of the SDK's silent background reconnect.
+
+Limits: the reconnect listener is attached to the SDK's first config
+connection only (the SDK opens another per 3000 watched configs of a
+namespace); watches beyond that still recover through the SDK's own md5
+resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+from v2.nacos import (
+    ClientConfigBuilder,
+    ConfigParam,
+    DeregisterInstanceParam,
+    ListInstanceParam,
+    NacosConfigService,
+    NacosException,
+    NacosNamingService,
+    RegisterInstanceParam,
+    SubscribeServiceParam,
+)
+
+from registry.errors import SourceAuthError, SourceError, SourceNotFound, SourceUnavailable
+from remote.base import (
+    DEFAULT_NAMESPACE,
+    ConfigCallback,
+    ConfigKey,
+    InstancesCallback,
+    ListingCallback,
+    McpServerInfo,
+    ServiceInstance,
+    ServiceKey,
+)
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PORT = 8848
+GRPC_PORT_OFFSET = 1000
+_SDK_LOGGERS = ("config", "naming")  # the SDK's module loggers (Constants.CONFIG_MODULE / NAMING_MODULE)
+_NO_RIGHT = 403
+_NOT_FOUND_CODES = (300, 404)
+_INVALID_PARAM_CODES = (400, -400)
+
+
+# ---------------------------------------------------------------- answers of the admin HTTP API
+
+
+class _LoginAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    accessToken: str
+    tokenTtl: int = 18000
+
+
+class _VersionDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: str = ""
+
+
+class _McpListItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str
+    protocol: str | None = None
+    frontProtocol: str | None = None
+    enabled: bool = True
+    version: str | None = None
+    versionDetail: _VersionDetail | None = None
+    latestPublishedVersion: str | None = None
+
+
+class _McpPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    totalCount: int = 0
+    pageNumber: int = 1
+    pagesAvailable: int = 0
+    pageItems: list[_McpListItem] = []
+
+
+class _McpListAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: int = 0
+    message: str | None = None
+    data: _McpPage | None = None
+
+
+# ---------------------------------------------------------------- events crossing from SDK callbacks to our task
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfigChanged:
+    key: ConfigKey
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class _InstancesChanged:
+    key: ServiceKey
+    instances: tuple[ServiceInstance, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reconnected:
+    namespace: str
+    module: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ListingChanged:
+    pass
+
+
+_Event = _ConfigChanged | _InstancesChanged | _Reconnected | _ListingChanged
+
+
+@dataclass(eq=False)
+class _ConfigWatch:
+    sdk_listener: Callable[[str, str, str, str], Awaitable[None]]
+    last_seen: dict[ConfigCallback, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _ServiceWatch:
+    sdk_callback: Callable[[list[Any]], Awaitable[None]]
+    last_seen: dict[InstancesCallback, tuple[ServiceInstance, ...]] = field(default_factory=dict)
+
+
+class _ReconnectListener:
+    """Duck-types the SDK's ``ConnectionEventListener``; reports a connection that came back."""
+
+    def __init__(self, on_reconnect: Callable[[], None]) -> None:
+        self._on_reconnect = on_reconnect
+        self._lost = False
+
+    async def on_connected(self) -> None:
+        if self._lost:
+            self._lost = False
+            self._on_reconnect()
+
+    async def on_disconnect(self) -> None:
+        self._lost = True
+
+
+@dataclass(eq=False)
+class _NamespaceClients:
+    namespace: str
+    config: Any = None
+    naming: Any = None
+    log_handlers: list[logging.Handler] = field(default_factory=list)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    bare = address.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
+    host, _, port = bare.partition(":")
+    return host, int(port) if port else DEFAULT_PORT
+
+
+def _to_instances(raw: Iterable[Any]) -> tuple[ServiceInstance, ...]:
+    converted = [
+        ServiceInstance(
+            ip=str(item.ip),
+            port=int(item.port),
+            weight=float(item.weight),
+            healthy=bool(item.healthy),
+            enabled=bool(item.enabled),
+            ephemeral=bool(item.ephemeral),
+            cluster_name=str(item.clusterName or "DEFAULT"),
+            service_name=str(item.serviceName or ""),
+            instance_id=str(item.instanceId or ""),
+            metadata=MappingProxyType({str(k): str(v) for k, v in (item.metadata or {}).items()}),
+        )
+        for item in raw
+    ]
+    return tuple(sorted(converted, key=lambda i: (i.ip, i.port, i.cluster_name)))
+
+
+class NacosSource:
+    """``RemoteClient`` over a Nacos 2.x/3.x server (3.0.1+ for the MCP listing)."""
+
+    def __init__(
+        self,
+        server_addr: str,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        username: str | None = None,
+        password: str | None = None,
+        cache_dir: Path,
+        log_dir: Path,
+        admin_base_url: str | None = None,
+        list_page_size: int = 100,
+        connect_timeout: float = 5.0,
+        listing_poll_interval: float = 1.0,
+    ) -> None:
+        self._server_addr = server_addr
+        self._addresses = [a.strip() for a in server_addr.split(",") if a.strip()]
+        if not self._addresses:
+            raise SourceError("no Nacos server address given: pass host:port, e.g. 127.0.0.1:8848")
+        self._namespace = namespace or DEFAULT_NAMESPACE
+        self._username = username
+        self._password = password
+        self._cache_dir = cache_dir
+        self._log_dir = log_dir
+        host, port = _split_address(self._addresses[0])
+        self._admin_base_url = (admin_base_url or f"http://{host}:{port}").rstrip("/")
+        self._list_page_size = list_page_size
+        self._connect_timeout = connect_timeout
+        self._listing_poll_interval = listing_poll_interval
+
+        self._http: httpx.AsyncClient | None = None
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._clients: dict[str, _NamespaceClients] = {}
+        self._clients_lock = asyncio.Lock()
+        self._watch_lock = asyncio.Lock()
+        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._config_watches: dict[ConfigKey, _ConfigWatch] = {}
+        self._service_watches: dict[ServiceKey, _ServiceWatch] = {}
+        self._last_read: dict[ConfigKey, str] = {}
+        self._last_listed: dict[ServiceKey, tuple[ServiceInstance, ...]] = {}
+        self._listing_callbacks: list[ListingCallback] = []
+        self._drain_task: asyncio.Task[None] | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def _who(self) -> str:
+        return f"user {self._username}" if self._username else "anonymous access"
+
+    async def start(self) -> None:
+        if self._drain_task is not None:
+            return
+        self._cache_dir.mkdir(parents=True, exist_ok=True)
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._http = httpx.AsyncClient(base_url=self._admin_base_url, timeout=self._connect_timeout)
+        self._drain_task = asyncio.create_task(self._drain(), name="nacos-source-drain")
+        try:
+            if self._username and self._password:
+                await self._login()
+            await self._probe_grpc()
+            await self._clients_for(self._namespace)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("nacos.started", server=self._server_addr, namespace=self._namespace)
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._drain_task, self._poll_task, *self._side_tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._drain_task = self._poll_task = None
+        self._side_tasks.clear()
+        clients, self._clients = list(self._clients.values()), {}
+        for ns_clients in clients:
+            await self._shutdown_clients(ns_clients)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        self._config_watches.clear()
+        self._service_watches.clear()
+        self._listing_callbacks.clear()
+        self._last_read.clear()
+        self._last_listed.clear()
+
+    def _require_started(self) -> None:
+        if self._drain_task is None:
+            raise SourceError("the Nacos source is not started: call start() before using it")
+
+    async def _probe_grpc(self) -> None:
+        """Fail fast and clearly: the SDK itself would retry in the background forever."""
+        failures = []
+        for address in self._addresses:
+            host, port = _split_address(address)
+            grpc_port = port + GRPC_PORT_OFFSET
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    _, writer = await asyncio.open_connection(host, grpc_port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            except TimeoutError:
+                failures.append(f"{host}:{grpc_port} did not answer within {self._connect_timeout:g} s")
+            except OSError as exc:
+                failures.append(f"{host}:{grpc_port}: {exc.strerror or exc}")
+        raise SourceUnavailable(
+            f"cannot reach Nacos at {self._server_addr}: gRPC port {'; '.join(failures)}. "
+            "Check the address, that Nacos 2.x/3.x is running, and that its gRPC port (HTTP port + 1000) is open."
+        )
+
+    async def _clients_for(self, namespace: str) -> _NamespaceClients:
+        self._require_started()
+        existing = self._clients.get(namespace)
+        if existing is not None:
+            return existing
+        async with self._clients_lock:
+            existing = self._clients.get(namespace)
+            if existing is not None:
+                return existing
+            created = await self._create_clients(namespace)
+            self._clients[namespace] = created
+            return created
+
+    def _client_config(self, namespace: str) -> Any:
+        builder = (
+            ClientConfigBuilder()
+            .server_address(self._server_addr)
+            .namespace_id(namespace)
+            .cache_dir(str(self._cache_dir))
+            .log_dir(str(self._log_dir))
+            .log_level(logging.WARNING)
+            .load_cache_at_start(False)
+        )
+        if self._username and self._password:
+            builder = builder.username(self._username).password(self._password)
+        config = builder.build()
+        config.set_update_cache_when_empty(True)  # see the module docstring: scale-to-zero is delivered
+        return config
+
+    async def _create_clients(self, namespace: str) -> _NamespaceClients:
+        before = {name: list(logging.getLogger(name).handlers) for name in _SDK_LOGGERS}
+        clients = _NamespaceClients(namespace)
+        try:
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    # The SDK's create_* helpers are inlined so that a failed start can still be shut down.
+                    clients.config = NacosConfigService(self._client_config(namespace))
+                    clients.naming = NacosNamingService(self._client_config(namespace))
+                    await clients.config.grpc_client_proxy.start()
+                    await clients.naming.grpc_client_proxy.start()
+                if not (await clients.config.server_health() and clients.naming.grpc_client_proxy.server_health()):
+                    raise SourceUnavailable(
+                        f"cannot reach Nacos at {self._server_addr}: the gRPC handshake did not complete. "
+                        "Check that the address points at a Nacos 2.x/3.x server."
+                    )
+                await self._attach_reconnect_listeners(clients)
+            finally:
+                for name in _SDK_LOGGERS:
+                    known = before[name]
+                    clients.log_handlers += [h for h in logging.getLogger(name).handlers if h not in known]
+        except BaseException as exc:
+            await self._shutdown_clients(clients)
+            if isinstance(exc, TimeoutError):
+                raise SourceUnavailable(
+                    f"cannot reach Nacos at {self._server_addr}: no gRPC connection for namespace {namespace} "
+                    f"within {self._connect_timeout:g} s. Check that Nacos is healthy."
+                ) from exc
+            if isinstance(exc, NacosException):
+                raise self._translate(exc, f"connect for namespace {namespace}") from exc
+            raise
+        return clients
+
+    async def _attach_reconnect_listeners(self, clients: _NamespaceClients) -> None:
+        namespace = clients.namespace
+        config_rpcs = clients.config.grpc_client_proxy.rpc_client_manager.get_all_client_entries().values()
+        for rpc in list(config_rpcs):
+            await rpc.register_connection_listener(
+                _ReconnectListener(lambda: self._events.put_nowait(_Reconnected(namespace, "config")))
+            )
+        await clients.naming.grpc_client_proxy.rpc_client.register_connection_listener(
+            _ReconnectListener(lambda: self._events.put_nowait(_Reconnected(namespace, "naming")))
+        )
+
+    async def _shutdown_clients(self, clients: _NamespaceClients) -> None:
+        """Stop every task the SDK started; its own shutdown leaves the naming redo task
+        running and waits up to 5 s for the config listen loop."""
+        if clients.config is not None:
+            proxy = clients.config.grpc_client_proxy
+            proxy.stop_event.set()
+            proxy.listen_task.cancel()
+            await asyncio.gather(proxy.listen_task, return_exceptions=True)
+            await proxy.rpc_client_manager.shutdown_all_clients()
+        if clients.naming is not None:
+            proxy = clients.naming.grpc_client_proxy
+            redo = proxy.redo_service
+            redo._stop_event.set()
+            redo._listen_task.cancel()
+            await asyncio.gather(redo._listen_task, return_exceptions=True)
+            if proxy.rpc_client is not None:
+                await proxy.rpc_client.shutdown()
+            clients.naming.service_info_updater.stop()
+        for handler in clients.log_handlers:
+            for name in _SDK_LOGGERS:
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
+        clients.log_handlers.clear()
+
+    # ------------------------------------------------------------------ config
+
+    async def get_config(self, key: ConfigKey) -> str | None:
+        clients = await self._clients_for(key.namespace)
+        try:
+            content: str | None = await clients.config.get_config(ConfigParam(data_id=key.data_id, group=key.group))
+        except NacosException as exc:
+            raise self._translate(exc, f"read config {key}") from exc
+        self._last_read[key] = content or ""
+        return content or None
+
+    async def listen_config(self, key: ConfigKey, callback: ConfigCallback) -> None:
+        clients = await self._clients_for(key.namespace)
+        baseline = self._last_read.pop(key, None)
+        if baseline is None:
+            await self.get_config(key)
+            baseline = self._last_read.pop(key, "")
+        async with self._watch_lock:
+            watch = self._config_watches.get(key)
+            if watch is None:
+                watch = _ConfigWatch(sdk_listener=self._config_listener(key))
+                self._config_watches[key] = watch
+                try:
+                    await clients.config.add_listener(key.data_id, key.group, watch.sdk_listener)
+                except NacosException as exc:
+                    del self._config_watches[key]
+                    raise self._translate(exc, f"listen to config {key}") from exc
+                # The SDK registers new listeners with the server on its next 5 s tick; wake it now.
+                clients.config.grpc_client_proxy.execute_config_listen_channel.put_nowait(None)
+            watch.last_seen[callback] = baseline
+
+    def _config_listener(self, key: ConfigKey) -> Callable[[str, str, str, str], Awaitable[None]]:
+        async def on_change(_tenant: str, _group: str, _data_id: str, content: str) -> None:
+            self._events.put_nowait(_ConfigChanged(key, content or ""))
+
+        return on_change
+
+    async def stop_listening(self, key: ConfigKey, callback: ConfigCallback) -> None:
+        async with self._watch_lock:
+            watch = self._config_watches.get(key)
+            if watch is None or watch.last_seen.pop(callback, None) is None or watch.last_seen:
+                return
+            del self._config_watches[key]
+            clients = self._clients.get(key.namespace)
+            if clients is not None:
+                try:
+                    await clients.config.remove_listener(key.data_id, key.group, watch.sdk_listener)
+                except NacosException as exc:
+                    raise self._translate(exc, f"stop listening to config {key}") from exc
+
+    async def publish_config(self, key: ConfigKey, content: str) -> None:
+        if not content.strip():
+            raise SourceError(
+                f"refusing to publish empty content to config {key}: Nacos treats empty content as deleted; "
+                "use remove_config instead"
+            )
+        clients = await self._clients_for(key.namespace)
+        try:
+            ok = await clients.config.publish_config(
+                ConfigParam(data_id=key.data_id, group=key.group, content=content, type="json")
+            )
+        except NacosException as exc:
+            raise self._translate(exc, f"publish config {key}") from exc
+        if not ok:
+            raise SourceError(f"Nacos at {self._server_addr} did not accept config {key}; see its logs")
+
+    async def remove_config(self, key: ConfigKey) -> None:
+        clients = await self._clients_for(key.namespace)
+        try:
+            await clients.config.remove_config(ConfigParam(data_id=key.data_id, group=key.group))
+        except NacosException as exc:
+            raise self._translate(exc, f"remove config {key}") from exc
+
+    # ------------------------------------------------------------------ naming
+
+    async def list_instances(self, key: ServiceKey) -> list[ServiceInstance]:
+        clients = await self._clients_for(key.namespace)
+        param = ListInstanceParam(service_name=key.service, group_name=key.group, subscribe=False, healthy_only=None)
+        try:
+            found = _to_instances(await clients.naming.list_instances(param))
+        except NacosException as exc:
+            raise self._translate(exc, f"list instances of service {key}") from exc
+        self._last_listed[key] = found
+        return list(found)
+
+    async def subscribe(self, key: ServiceKey, callback: InstancesCallback) -> None:
+        clients = await self._clients_for(key.namespace)
+        baseline = self._last_listed.pop(key, None)
+        if baseline is None:
+            await self.list_instances(key)
+            baseline = self._last_listed.pop(key, ())
+        async with self._watch_lock:
+            watch = self._service_watches.get(key)
+            if watch is None:
+                watch = _ServiceWatch(sdk_callback=self._instances_listener(key))
+                self._service_watches[key] = watch
+                param = SubscribeServiceParam(
+                    service_name=key.service, group_name=key.group, subscribe_callback=watch.sdk_callback
+                )
+                try:
+                    await clients.naming.subscribe(param)
+                except NacosException as exc:
+                    del self._service_watches[key]
+                    raise self._translate(exc, f"subscribe to service {key}") from exc
+            watch.last_seen[callback] = baseline
+
+    def _instances_listener(self, key: ServiceKey) -> Callable[[list[Any]], Awaitable[None]]:
+        async def on_instances(instances: list[Any]) -> None:
+            self._events.put_nowait(_InstancesChanged(key, _to_instances(instances or [])))
+
+        return on_instances
+
+    async def unsubscribe(self, key: ServiceKey, callback: InstancesCallback) -> None:
+        async with self._watch_lock:
+            watch = self._service_watches.get(key)
+            if watch is None or watch.last_seen.pop(callback, None) is None or watch.last_seen:
+                return
+            del self._service_watches[key]
+            clients = self._clients.get(key.namespace)
+            if clients is not None:
+                param = SubscribeServiceParam(
+                    service_name=key.service, group_name=key.group, subscribe_callback=watch.sdk_callback
+                )
+                try:
+                    await clients.naming.unsubscribe(param)
+                except NacosException as exc:
+                    raise self._translate(exc, f"unsubscribe from service {key}") from exc
+
+    async def register_instance(
+        self,
+        service_key: ServiceKey,
+        ip: str,
+        port: int,
+        weight: float = 1.0,
+        metadata: dict[str, str] | None = None,
+        ephemeral: bool = True,
+    ) -> None:
+        """Register an instance; ephemeral ones live as long as this source's connection (and come back
+        with it after a reconnect)."""
+        clients = await self._clients_for(service_key.namespace)
+        param = RegisterInstanceParam(
+            service_name=service_key.service,
+            group_name=service_key.group,
+            ip=ip,
+            port=port,
+            weight=weight,
+            metadata=dict(metadata or {}),
+            ephemeral=ephemeral,
+        )
+        try:
+            ok = await clients.naming.register_instance(param)
+        except NacosException as exc:
+            raise self._translate(exc, f"register {ip}:{port} in service {service_key}") from exc
+        if not ok:
+            raise SourceError(f"Nacos at {self._server_addr} did not register {ip}:{port} in {service_key}")
+
+    async def deregister_instance(self, service_key: ServiceKey, ip: str, port: int, ephemeral: bool = True) -> None:
+        clients = await self._clients_for(service_key.namespace)
+        param = DeregisterInstanceParam(
+            service_name=service_key.service, group_name=service_key.group, ip=ip, port=port, ephemeral=ephemeral
+        )
+        try:
+            await clients.naming.deregister_instance(param)
+        except NacosException as exc:
+            raise self._translate(exc, f"deregister {ip}:{port} from service {service_key}") from exc
+
+    # ------------------------------------------------------------------ listing (admin HTTP API)
+
+    async def list_mcp_servers(self, namespace: str = DEFAULT_NAMESPACE) -> list[McpServerInfo]:
+        self._require_started()
+        found: dict[str, McpServerInfo] = {}
+        page_no = 1
+        while True:
+            page = await self._list_page(namespace, page_no)
+            for item in page.pageItems:
+                # Pages can shift while we read them: keep the first sighting of each id.
+                found.setdefault(
+                    item.id,
+                    McpServerInfo(
+                        id=item.id,
+                        name=item.name,
+                        namespace=namespace,
+                        protocol=item.protocol or "",
+                        front_protocol=item.frontProtocol or "",
+                        enabled=item.enabled,
+                        version=item.latestPublishedVersion
+                        or (item.versionDetail.version if item.versionDetail else "")
+                        or item.version
+                        or "",
+                    ),
+                )
+            if not page.pageItems or page_no >= page.pagesAvailable:
+                return list(found.values())
+            page_no += 1
+
+    async def _list_page(self, namespace: str, page_no: int) -> _McpPage:
+        params = {
+            "pageNo": str(page_no),
+            "pageSize": str(self._list_page_size),
+            "namespaceId": namespace,
+            "mcpName": "",
+            "search": "blur",
+        }
+        response = await self._admin_get("/nacos/v3/admin/ai/mcp/list", params, f"list MCP servers of {namespace}")
+        try:
+            answer = _McpListAnswer.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise SourceError(
+                f"Nacos at {self._admin_base_url} answered the MCP server listing with something unexpected: "
+                f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}"
+            ) from exc
+        if answer.code != 0 or answer.data is None:
+            raise SourceError(
+                f"Nacos at {self._admin_base_url} refused to list MCP servers of namespace {namespace}: "
+                f"code {answer.code}: {answer.message or 'no message'}"
+            )
+        return answer.data
+
+    async def _admin_get(self, path: str, params: dict[str, str], action: str) -> httpx.Response:
+        assert self._http is not None
+        for attempt in range(2):
+            headers = {}
+            if self._username and self._password:
+                headers["accessToken"] = await self._access_token(refresh=attempt > 0)
+            try:
+                response = await self._http.get(path, params=params, headers=headers)
+            except httpx.HTTPError as exc:
+                raise SourceUnavailable(
+                    f"cannot reach Nacos at {self._admin_base_url} to {action}: {type(exc).__name__}: {exc}"
+                ) from exc
+            if response.status_code in (401, _NO_RIGHT) and attempt == 0 and self._username:
+                continue  # the token may have expired: log in again once
+            break
+        if response.status_code in (401, _NO_RIGHT):
+            raise SourceAuthError(
+                f"Nacos at {self._admin_base_url} denied {self._who} permission to {action} "
+                f"(HTTP {response.status_code}). Give the user read access to the namespace, or check the credentials."
+            )
+        if response.status_code == 404:
+            raise SourceNotFound(
+                f"Nacos at {self._admin_base_url} has no MCP registry API ({path} answered 404): "
+                "Nacos 3.0.1 or later is required to list MCP servers"
+            )
+        if response.status_code >= 400:
+            raise SourceUnavailable(f"Nacos at {self._admin_base_url} failed to {action}: HTTP {response.status_code}")
+        return response
+
+    async def _access_token(self, *, refresh: bool = False) -> str:
+        if refresh or self._token is None or time.monotonic() >= self._token_expires:
+            await self._login()
+        assert self._token is not None
+        return self._token
+
+    async def _login(self) -> None:
+        assert self._http is not None
+        try:
+            response = await self._http.post(
+                "/nacos/v1/auth/login", data={"username": self._username or "", "password": self._password or ""}
+            )
+        except httpx.HTTPError as exc:
+            raise SourceUnavailable(
+                f"cannot reach Nacos at {self._admin_base_url}: {type(exc).__name__}: {exc}. "
+                "Check the address and that Nacos is running."
+            ) from exc
+        if response.status_code in (401, _NO_RIGHT):
+            raise SourceAuthError(
+                f"Nacos at {self._admin_base_url} rejected the credentials for user {self._username}: "
+                "check the username and password."
+            )
+        if response.status_code >= 400:
+            raise SourceUnavailable(
+                f"Nacos at {self._admin_base_url} failed the login of user {self._username}: "
+                f"HTTP {response.status_code}"
+            )
+        try:
+            answer = _LoginAnswer.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise SourceAuthError(
+                f"Nacos at {self._admin_base_url} answered the login of user {self._username} without an access "
+                "token: is authentication configured on the server?"
+            ) from exc
+        self._token = answer.accessToken
+        # Renew a little early so a request never carries a token that expires in flight.
+        self._token_expires = time.monotonic() + max(answer.tokenTtl - 30, 1)
+
+    async def watch_listing(self, callback: ListingCallback) -> None:
+        self._require_started()
+        self._listing_callbacks.append(callback)
+        if self._poll_task is None:
+            self._poll_task = asyncio.create_task(self._poll_listing(), name="nacos-listing-poll")
+
+    async def _poll_listing(self) -> None:
+        previous: frozenset[McpServerInfo] | None = None
+        while True:
+            try:
+                current = frozenset(await self.list_mcp_servers(self._namespace))
+                if previous is not None and current != previous:
+                    self._events.put_nowait(_ListingChanged())
+                previous = current
+            except SourceError as exc:
+                log.warning("nacos.listing_poll_failed", error=str(exc))
+            await asyncio.sleep(self._listing_poll_interval)
+
+    # ------------------------------------------------------------------ our task: deliveries and resyncs
+
+    async def _drain(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self._dispatch(event)
+            except Exception:
+                log.exception("nacos.dispatch_failed", event=type(event).__name__)
+
+    async def _dispatch(self, event: _Event) -> None:
+        match event:
+            case _ConfigChanged(key, content):
+                config_watch = self._config_watches.get(key)
+                if config_watch is not None:
+                    for config_callback in list(config_watch.last_seen):
+                        if config_watch.last_seen.get(config_callback, content) != content:
+                            config_watch.last_seen[config_callback] = content
+                            await self._call(config_callback(key, content), "config", str(key))
+            case _InstancesChanged(service_key, instances):
+                service_watch = self._service_watches.get(service_key)
+                if service_watch is not None:
+                    for instances_callback in list(service_watch.last_seen):
+                        if service_watch.last_seen.get(instances_callback, instances) != instances:
+                            service_watch.last_seen[instances_callback] = instances
+                            await self._call(instances_callback(service_key, instances), "instances", str(service_key))
+            case _ListingChanged():
+                for listing_callback in list(self._listing_callbacks):
+                    await self._call(listing_callback(), "listing", self._namespace)
+            case _Reconnected(namespace, module):
+                log.info("nacos.reconnected", namespace=namespace, module=module)
+                self._spawn(self._resync(namespace, module))
+
+    @staticmethod
+    async def _call(pending: Awaitable[None], kind: str, key: str) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("nacos.callback_failed", kind=kind, key=key)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _resync(self, namespace: str, module: str) -> None:
+        """Re-read what is watched in the namespace; the drain task delivers only differences."""
+        clients = self._clients.get(namespace)
+        if clients is None:
+            return
+        if module == "config":
+            for key in [k for k in self._config_watches if k.namespace == namespace]:
+                try:
+                    content: str | None = await clients.config.get_config(
+                        ConfigParam(data_id=key.data_id, group=key.group)
+                    )
+                except NacosException as exc:
+                    log.warning("nacos.resync_failed", key=str(key), error=str(exc))
+                    continue
+                self._events.put_nowait(_ConfigChanged(key, content or ""))
+            self._events.put_nowait(_ListingChanged())
+            return
+        # Re-register our instances and renew subscriptions now rather than on the SDK's 30 s redo tick.
+        await clients.naming.grpc_client_proxy.redo_service.start_redo_task()
+        for service_key in [k for k in self._service_watches if k.namespace == namespace]:
+            param = ListInstanceParam(
+                service_name=service_key.service, group_name=service_key.group, subscribe=False, healthy_only=None
+            )
+            try:
+                found = _to_instances(await clients.naming.list_instances(param))
+            except NacosException as exc:
+                log.warning("nacos.resync_failed", key=str(service_key), error=str(exc))
+                continue
+            self._events.put_nowait(_InstancesChanged(service_key, found))
+
+    # ------------------------------------------------------------------ errors
+
+    def _translate(self, exc: NacosException, action: str) -> SourceError:
+        code = getattr(exc, "error_code", None)
+        message = str(getattr(exc, "message", "") or exc)
+        if code == _NO_RIGHT or "token invalid" in message or "user not found" in message:
+            return SourceAuthError(
+                f"Nacos at {self._server_addr} denied {self._who} permission to {action}: {message}. "
+                "Check the credentials and the user's permissions on the namespace."
+            )
+        if code in _NOT_FOUND_CODES:
+            return SourceNotFound(f"Nacos at {self._server_addr} could not {action}: not found ({message})")
+        if code in _INVALID_PARAM_CODES:
+            return SourceError(f"Nacos at {self._server_addr} rejected the request to {action}: {message}")
+        return SourceUnavailable(
+            f"cannot reach Nacos at {self._server_addr} to {action}: {message}. The SDK keeps reconnecting; "
+            "retry later."
+        )
