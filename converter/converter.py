@@ -330,9 +330,10 @@ class ConfigConverter:
                 f"tools spec: {first['msg']}", path=_pydantic_path(first["loc"]), **tools_where
             ) from exc
         tools = self._tools(tools_spec, tools_raw, route, cluster, backend, tools_where)
+        # Only what is served counts: a draft added to the versions file, or reformatted JSON, is no change.
         fingerprint = _digest(
-            snap.versions,
-            snap.server_spec,
+            version,
+            _canonical(spec.model_dump(by_alias=True)),
             _canonical(tools_raw),
             _canonical(sorted(config["credentials"].items())),
             _canonical([(i.id, i.weight, i.healthy, i.enabled, i.scheme) for i in cluster.instances])

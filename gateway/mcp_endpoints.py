@@ -29,17 +29,15 @@ Change notification follows the two protocol eras the SDK serves:
 How failures of ``tools/call`` reach the client (the spec lets a server
 choose for invalid arguments; we choose what lets a model correct itself):
 
-=====================================  ===========================================
-catalog raises / happens               MCP answer
-=====================================  ===========================================
-``UnknownToolError``                   JSON-RPC error -32602 (the spec's rule)
-``InvalidArgumentsError``              result with ``isError: true`` (SEP-1303)
-any other ``InvocationError``          result with ``isError: true`` (upstream
-                                       unreachable, timeout, no healthy instance)
-no answer within ``tool_call_timeout``  result with ``isError: true``
-endpoint no longer served              JSON-RPC error -32600
-unexpected exception (a gateway bug)   JSON-RPC error -32603, details only in the log
-=====================================  ===========================================
+- ``UnknownToolError``: JSON-RPC error -32602, as the spec requires.
+- ``InvalidArgumentsError``: a result with ``isError: true``, so that the
+  model sees what was wrong and can correct its arguments.
+- any other ``InvocationError`` (upstream unreachable, upstream timeout, no
+  healthy instance): a result with ``isError: true`` and the error's message.
+- no answer within ``tool_call_timeout``: a result with ``isError: true``.
+- the endpoint stopped being served meanwhile: JSON-RPC error -32600.
+- an unexpected exception (a gateway bug): JSON-RPC error -32603; the details
+  go to the log only.
 """
 
 from __future__ import annotations
@@ -142,6 +140,7 @@ class _Endpoint:
     listen: ListenHandler
     connections: set[Connection] = field(default_factory=set)
     notifying: set[Connection] = field(default_factory=set)
+    notifications: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     running: bool = False
@@ -237,6 +236,11 @@ class McpEndpoints:
         """Initialized handshake-era sessions currently open on ``endpoint``."""
         served = self._endpoints.get(endpoint)
         return len(served.connections) if served is not None else 0
+
+    def notification_count(self, endpoint: str) -> int:
+        """``tools/list_changed`` notifications queued for sessions of ``endpoint`` since it started."""
+        served = self._endpoints.get(endpoint)
+        return served.notifications if served is not None else 0
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
@@ -334,9 +338,7 @@ class McpEndpoints:
             tool = params.name
             try:
                 async with asyncio.timeout(options.tool_call_timeout):
-                    return await catalog.call_tool(
-                        name, tool, params.arguments, session_id=_session_id_of(ctx)
-                    )
+                    return await catalog.call_tool(name, tool, params.arguments, session_id=_session_id_of(ctx))
             except UnknownToolError as exc:
                 raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
             except InvocationError as exc:
@@ -378,9 +380,7 @@ class McpEndpoints:
         )
         served = _Endpoint(name=name, manager=manager, bus=bus, listen=listen)
 
-        async def track_session(
-            ctx: ServerRequestContext[dict[str, Any]], params: types.NotificationParams
-        ) -> None:
+        async def track_session(ctx: ServerRequestContext[dict[str, Any]], params: types.NotificationParams) -> None:
             connection = _connection_of(ctx)
             served.connections.add(connection)
             connection.exit_stack.callback(served.connections.discard, connection)
@@ -434,6 +434,7 @@ class McpEndpoints:
                 # One notification in flight per session is enough: the client
                 # reads the list after it arrives, which is after this change.
                 served.notifying.add(connection)
+                served.notifications += 1
                 task_group.create_task(self._notify(served, connection))
 
     async def _notify(self, served: _Endpoint, connection: Connection) -> None:
@@ -441,13 +442,9 @@ class McpEndpoints:
             async with asyncio.timeout(self._options.notify_timeout):
                 await connection.send_tool_list_changed()
         except TimeoutError:
-            log.warning(
-                "mcp.notify.slow_session", endpoint=self.path_of(served.name), session=connection.session_id
-            )
+            log.warning("mcp.notify.slow_session", endpoint=self.path_of(served.name), session=connection.session_id)
         except Exception:
-            log.exception(
-                "mcp.notify.failed", endpoint=self.path_of(served.name), session=connection.session_id
-            )
+            log.exception("mcp.notify.failed", endpoint=self.path_of(served.name), session=connection.session_id)
         finally:
             served.notifying.discard(connection)
 

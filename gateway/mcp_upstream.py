@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -37,15 +37,17 @@ import httpx2
 import mcp_types as types
 import structlog
 from mcp.client import Client
-from mcp.client._transport import TransportStreams
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._stream_protocols import ReadStream
 from mcp.shared.exceptions import MCPError
-from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from registry.errors import InvocationError
+
+if TYPE_CHECKING:
+    from mcp.client._transport import TransportStreams
+    from mcp.shared._stream_protocols import ReadStream
+    from mcp.shared.message import SessionMessage
 
 log = structlog.get_logger("mcpgw.upstream")
 
@@ -125,9 +127,7 @@ def _is_unknown_session(exc: MCPError) -> bool:
     # text, which differs between server SDKs ("Session not found", "Session
     # terminated", "Unknown session ID", ...).
     text = exc.message.lower()
-    return "session" in text and any(
-        word in text for word in ("not found", "terminated", "unknown", "expired")
-    )
+    return "session" in text and any(word in text for word in ("not found", "terminated", "unknown", "expired"))
 
 
 class _WatchedReadStream:
@@ -200,14 +200,14 @@ class _PooledSession:
         self._client_info = client_info
         self._client: Client | None = None
         self._ready = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._transport_ended = asyncio.Event()
+        # Set when the session must go: closed by the pool, or its transport ended.
+        self._ended = asyncio.Event()
         self.failure: BaseException | None = None
         self.task = asyncio.create_task(self._own(), name=f"mcp-upstream:{self.address}")
 
     @property
     def usable(self) -> bool:
-        return not (self.task.done() or self._closing.is_set() or self._transport_ended.is_set())
+        return not (self.task.done() or self._ended.is_set())
 
     async def _own(self) -> None:
         # Everything is caught: this task's failure is data for the callers.
@@ -216,7 +216,7 @@ class _PooledSession:
                 async with asyncio.timeout(self._connect_timeout):
                     client = await stack.enter_async_context(
                         Client(
-                            _watched_transport(self.url, self.transport, self._transport_ended),
+                            _watched_transport(self.url, self.transport, self._ended),
                             mode="legacy",
                             cache=None,
                             client_info=self._client_info,
@@ -226,16 +226,10 @@ class _PooledSession:
                 self._client = client
                 self._ready.set()
                 log.info("upstream.session.opened", address=self.address, transport=self.transport)
-                closing = asyncio.create_task(self._closing.wait())
-                ended = asyncio.create_task(self._transport_ended.wait())
-                try:
-                    await asyncio.wait({closing, ended}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    closing.cancel()
-                    ended.cancel()
+                await self._ended.wait()
         except Exception as exc:
             self.failure = exc
-            log.info("upstream.session.failed", address=self.address, reason=_describe(exc))
+            log.warning("upstream.session.failed", address=self.address, reason=_describe(exc))
         finally:
             self._client = None
             self._ready.set()
@@ -252,15 +246,13 @@ class _PooledSession:
         return client
 
     async def wait_ended(self, within: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                await asyncio.shield(self.task)
+        await asyncio.wait({self.task}, timeout=within)
 
     def close_soon(self) -> None:
-        self._closing.set()
+        self._ended.set()
 
     async def aclose(self, grace: float) -> None:
-        self._closing.set()
+        self._ended.set()
         done, _ = await asyncio.wait({self.task}, timeout=grace)
         if not done:
             self.task.cancel()
@@ -326,9 +318,7 @@ class McpUpstreamPool:
                     break
             return tools
 
-        return await self._run(
-            endpoint_url(base_url, export_path, transport), transport, "tools/list", send, timeout
-        )
+        return await self._run(endpoint_url(base_url, export_path, transport), transport, "tools/list", send, timeout)
 
     async def evict(self, base_url: str) -> None:
         """Close the sessions to an instance that left (every path and transport under ``base_url``)."""
@@ -422,8 +412,7 @@ class McpUpstreamPool:
                     "Retry if it is safe to repeat."
                 ) from exc
             raise UpstreamProtocolError(
-                f"The MCP server at {session.address} rejected {what}: {exc.message} "
-                f"(JSON-RPC error {exc.code}).",
+                f"The MCP server at {session.address} rejected {what}: {exc.message} (JSON-RPC error {exc.code}).",
                 code=exc.code,
             ) from exc
         except ValidationError as exc:

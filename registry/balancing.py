@@ -11,7 +11,7 @@ honouring it would overload them (Envoy's semantics).
 The strategies (``Balancer``) only choose among the candidates they are given;
 ``ClusterRuntime`` decides who is a candidate (enabled, healthy, not ejected,
 or every enabled instance in panic mode). Picking is on the path of every
-tool call, so each strategy keeps its precomputed state keyed by the identity
+tool call, so a strategy that needs precomputed state keys it by the identity
 of the candidate tuple and rebuilds it only when that tuple changes: a pick
 costs well under 2 µs for round robin and least connections at 1,000
 instances (``python bench/lb.py``). Pass tuples: a list is never cached.
@@ -39,7 +39,7 @@ from typing import Any, Final, Literal, Protocol
 import structlog
 
 from registry.errors import McpgwError
-from registry.models import Instance
+from registry.models import Instance, sanitize_name
 
 log = structlog.get_logger("mcpgw.balancing")
 
@@ -94,9 +94,7 @@ def _cache_key(instances: Sequence[Instance]) -> Sequence[Instance] | None:
     return instances if isinstance(instances, tuple) else None
 
 
-def _first_not_excluded(
-    draw: Callable[[], Instance], exclude: Collection[str], attempts: int
-) -> Instance | None:
+def _first_not_excluded(draw: Callable[[], Instance], exclude: Collection[str], attempts: int) -> Instance | None:
     """Keep drawing until an instance outside ``exclude`` comes up, at most ``attempts`` times."""
     for _ in range(attempts):
         chosen = draw()
@@ -251,8 +249,8 @@ class SmoothWeightedRoundRobin(_NoHooks):
     """nginx's smooth weighted round robin: shares follow the weights, picks are interleaved.
 
     The period is precomputed when ``instances × sum(weights)`` fits in
-    ``cycle_budget`` (weights 1, 2, 3 over 3 instances: ``a b c c b c``-style
-    interleaving, never long runs of one instance).
+    ``cycle_budget`` (weights 1, 2, 3 for a, b, c give ``c b a c b c``:
+    interleaved, never long runs of one instance).
     """
 
     def __init__(self, *, cycle_budget: int = 1 << 17) -> None:
@@ -282,18 +280,19 @@ class _Weighted:
     source: Sequence[Instance] | None
     candidates: tuple[Instance, ...]
     inverse_weights: tuple[float, ...]
+    ids: tuple[str, ...]
+    uniform: bool
+    """All weights equal: costs compare as plain in-flight counts."""
 
     @classmethod
-    def build(cls, instances: Sequence[Instance]) -> _Weighted:
+    def build(cls, instances: Sequence[Instance], source: Sequence[Instance] | None = None) -> _Weighted:
         candidates = tuple(instances)
         inverse = tuple(1.0 / w if (w := instance_weight(i)) > 0 else math.inf for i in candidates)
-        return cls(_cache_key(instances), candidates, inverse)
+        ids = tuple(i.id for i in candidates)
+        return cls(source, candidates, inverse, ids, len(set(inverse)) <= 1)
 
     def without(self, exclude: Collection[str]) -> _Weighted:
-        kept = [n for n, i in enumerate(self.candidates) if i.id not in exclude]
-        return _Weighted(
-            None, tuple(self.candidates[n] for n in kept), tuple(self.inverse_weights[n] for n in kept)
-        )
+        return _Weighted.build([i for i in self.candidates if i.id not in exclude])
 
 
 class LeastConnections:
@@ -325,16 +324,16 @@ class LeastConnections:
     ) -> Instance | None:
         state = self._state
         if state.source is not instances:
-            state = self._state = _Weighted.build(instances)
+            state = self._state = _Weighted.build(instances, _cache_key(instances))
         if exclude:
             state = state.without(exclude)
         candidates = state.candidates
         n = len(candidates)
         if n < 2:
             return candidates[0] if n else None
-        inverse = state.inverse_weights
         if n <= self._exact_up_to:
-            return candidates[self._cheapest(candidates, inverse, next(self._rotation) % n)]
+            return candidates[self._cheapest(state, next(self._rotation) % n)]
+        inverse = state.inverse_weights
         # random() < 1 and n < 2**53 make int(random() * n) < n: no bounds check needed.
         first = int(self._random() * n)
         second = int(self._random() * (n - 1))
@@ -345,14 +344,15 @@ class LeastConnections:
             return b
         return a
 
-    def _cheapest(self, candidates: tuple[Instance, ...], inverse: tuple[float, ...], start: int) -> int:
-        n = len(candidates)
-        best, best_cost = start, self._cost(candidates[start].id, inverse[start])
-        for index in itertools.chain(range(start + 1, n), range(start)):
-            cost = self._cost(candidates[index].id, inverse[index])
-            if cost < best_cost:
-                best, best_cost = index, cost
-        return best
+    def _cheapest(self, state: _Weighted, start: int) -> int:
+        loads: list[float] = list(map(self._in_flight.get, state.ids, itertools.repeat(0)))
+        costs = (
+            loads if state.uniform else [(load + 1) * w for load, w in zip(loads, state.inverse_weights, strict=True)]
+        )
+        # The first minimum after ``start``: ties (an idle cluster) rotate.
+        rotated = costs[start:] + costs[:start]
+        index = rotated.index(min(rotated)) + start
+        return index - len(costs) if index >= len(costs) else index
 
     def on_start(self, instance_id: str) -> None:
         self._in_flight[instance_id] = self._in_flight.get(instance_id, 0) + 1
@@ -367,13 +367,15 @@ class LeastConnections:
 
 
 class ResponseTime(LeastConnections):
-    """Lowest expected latency, by power of two choices (Finagle's peak-EWMA idea).
+    """Lowest expected latency, by power of two choices (after Finagle's EWMA balancer).
 
-    The cost of an instance is its latency EWMA times (in-flight + 1). The
-    EWMA decays towards zero while an instance receives no samples, so a slow
-    instance that stops being chosen is probed again after a while instead
-    of being starved forever. An instance without samples is assumed to be
-    as fast as the cluster's average.
+    The cost of an instance is its latency EWMA times (in-flight + 1);
+    weights are not used, latency is the signal. The EWMA decays towards
+    zero while an instance receives no samples, so a slow instance that
+    stops being chosen is probed again after a while instead of being
+    starved forever. An instance without samples is assumed to be as fast
+    as the cluster's average. A failed call counts as at least
+    ``failure_penalty_s``: failing fast must not look fast.
     """
 
     _FLOOR_S: Final = 0.001
@@ -386,6 +388,7 @@ class ResponseTime(LeastConnections):
         clock: Clock = time.monotonic,
         alpha: float = 0.3,
         decay_s: float = 10.0,
+        failure_penalty_s: float = 1.0,
     ) -> None:
         # Always two choices: each cost reads the clock and takes an
         # exponential, too dear to compute for every candidate on every pick.
@@ -393,6 +396,7 @@ class ResponseTime(LeastConnections):
         self._clock = clock
         self._alpha = alpha
         self._decay_s = decay_s
+        self._failure_penalty_s = failure_penalty_s
         self._latency: dict[str, tuple[float, float]] = {}
         self._cluster_latency = 0.0
 
@@ -415,13 +419,15 @@ class ResponseTime(LeastConnections):
     def on_finish(self, instance_id: str, *, ok: bool, latency_s: float) -> None:
         super().on_finish(instance_id, ok=ok, latency_s=latency_s)
         now = self._clock()
+        sample = latency_s if ok else max(latency_s, self._failure_penalty_s)
         previous = self._latency.get(instance_id)
         if previous is None:
-            self._latency[instance_id] = (latency_s, now)
+            self._latency[instance_id] = (sample, now)
         else:
             current = self._decayed(*previous, now)
-            self._latency[instance_id] = (current + self._alpha * (latency_s - current), now)
-        self._cluster_latency += self._alpha * (latency_s - self._cluster_latency)
+            self._latency[instance_id] = (current + self._alpha * (sample - current), now)
+        if ok:
+            self._cluster_latency += self._alpha * (latency_s - self._cluster_latency)
 
 
 def _hash64(text: str) -> int:
@@ -468,9 +474,7 @@ class ConsistentHash(_NoHooks):
             owner_of.update(dict.fromkeys(points, instance))
         self._points_of = points_of
         ordered = sorted(owner_of)
-        return _Ring(
-            _cache_key(instances), tuple(instances), ordered, list(map(owner_of.__getitem__, ordered))
-        )
+        return _Ring(_cache_key(instances), tuple(instances), ordered, list(map(owner_of.__getitem__, ordered)))
 
     def pick(
         self, instances: Sequence[Instance], *, key: str | None = None, exclude: Collection[str] = ()
@@ -569,8 +573,7 @@ class OutlierPolicy:
             problems.append(f"base_ejection_s must be positive, got {self.base_ejection_s}")
         if not self.max_ejection_s >= self.base_ejection_s:
             problems.append(
-                f"max_ejection_s ({self.max_ejection_s}) must be at least base_ejection_s "
-                f"({self.base_ejection_s})"
+                f"max_ejection_s ({self.max_ejection_s}) must be at least base_ejection_s ({self.base_ejection_s})"
             )
         for name in ("max_ejection_percent", "panic_threshold_percent"):
             value = getattr(self, name)
@@ -585,7 +588,9 @@ class BalancingPolicy:
     """How clusters are balanced: a default strategy, per-service overrides, outlier settings.
 
     ``overrides`` maps a Nacos service name (or a cluster name) to a
-    strategy name. Names are checked when the policy is built.
+    strategy name; a service name also matches its sanitised cluster name
+    (``mcp-endpoints@@amap::1.0`` → ``mcp-endpoints-amap-1.0``). Names are
+    checked when the policy is built.
     """
 
     strategy: str = DEFAULT_STRATEGY
@@ -595,10 +600,11 @@ class BalancingPolicy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", strategy_name(self.strategy, where="as the default strategy"))
         checked = {
-            service: strategy_name(name, where=f"for service {service!r}")
-            for service, name in self.overrides.items()
+            service: strategy_name(name, where=f"for service {service!r}") for service, name in self.overrides.items()
         }
-        object.__setattr__(self, "overrides", MappingProxyType(checked))
+        # Exact names win over sanitised aliases when both are present.
+        aliases = {sanitize_name(service): name for service, name in checked.items()}
+        object.__setattr__(self, "overrides", MappingProxyType(aliases | checked))
 
     def strategy_for(self, *names: str) -> str:
         """The strategy of the first of ``names`` (service, then cluster name) with an override."""
@@ -607,6 +613,10 @@ class BalancingPolicy:
             if override is not None:
                 return override
         return self.strategy
+
+    def for_cluster(self, *names: str) -> BalancingPolicy:
+        """This policy narrowed to one cluster: its strategy resolved, no overrides left."""
+        return BalancingPolicy(strategy=self.strategy_for(*names), outlier=self.outlier)
 
 
 @dataclass(slots=True)
@@ -677,7 +687,11 @@ class ClusterRuntime:
             self._recompute()
 
     def pick(self, key: str | None = None, exclude: Collection[str] = ()) -> Instance | None:
-        """An instance for the next call, or ``None`` when the cluster has nothing enabled."""
+        """An instance for the next call.
+
+        ``None`` when no instance may take it: none enabled, none healthy with
+        panic mode off, or every candidate in ``exclude``.
+        """
         if self._clock() >= self._next_readmission:
             self._readmit_due()
         return self._balancer.pick(self._candidates, key=key, exclude=exclude)
@@ -690,19 +704,20 @@ class ClusterRuntime:
                 stats.calls += 1
                 stats.in_flight += 1
 
-    def record_finish(self, instance_id: str, *, ok: bool, latency_s: float, timed_out: bool = False) -> None:
-        """End a call; a failure or timeout counts towards ejection, a success resets the count."""
+    def record_finish(self, instance_id: str, *, ok: bool, latency: float, timed_out: bool = False) -> None:
+        """End a call that took ``latency`` seconds.
+
+        A failure or timeout counts towards ejection; a success resets the count.
+        """
         succeeded = ok and not timed_out
         with self._lock:
-            self._balancer.on_finish(instance_id, ok=succeeded, latency_s=latency_s)
+            self._balancer.on_finish(instance_id, ok=succeeded, latency_s=latency)
             stats = self._stats.get(instance_id)
             if stats is None:
                 return
             stats.in_flight = max(0, stats.in_flight - 1)
             previous = stats.ewma_latency_s
-            stats.ewma_latency_s = (
-                latency_s if previous is None else previous + _LATENCY_ALPHA * (latency_s - previous)
-            )
+            stats.ewma_latency_s = latency if previous is None else previous + _LATENCY_ALPHA * (latency - previous)
             if succeeded:
                 stats.consecutive_failures = 0
                 return
@@ -710,10 +725,7 @@ class ClusterRuntime:
             if timed_out:
                 stats.timeouts += 1
             stats.consecutive_failures += 1
-            if (
-                stats.consecutive_failures >= self._outlier.consecutive_failures
-                and stats.ejected_until is None
-            ):
+            if stats.consecutive_failures >= self._outlier.consecutive_failures and stats.ejected_until is None:
                 self._eject(instance_id, stats)
 
     def _eject(self, instance_id: str, stats: _InstanceStats) -> None:
@@ -722,9 +734,7 @@ class ClusterRuntime:
             log.warning("cluster.ejection_refused", cluster=self.name, instance=instance_id, ejected=ejected)
             return
         now = self._clock()
-        recently_back = (
-            stats.readmitted_at is not None and now - stats.readmitted_at < self._outlier.max_ejection_s
-        )
+        recently_back = stats.readmitted_at is not None and now - stats.readmitted_at < self._outlier.max_ejection_s
         stats.ejection_level = stats.ejection_level + 1 if recently_back else 0
         duration = min(
             self._outlier.base_ejection_s * 2.0 ** min(stats.ejection_level, 62), self._outlier.max_ejection_s
@@ -794,9 +804,7 @@ class ClusterRuntime:
                         "consecutive_failures": stats.consecutive_failures,
                         "ewma_latency_ms": None if ewma is None else round(ewma * 1000, 3),
                         "ejections": stats.ejections,
-                        "ejected_for_s": (
-                            None if stats.ejected_until is None else round(stats.ejected_until - now, 3)
-                        ),
+                        "ejected_for_s": (None if stats.ejected_until is None else round(stats.ejected_until - now, 3)),
                     }
                 )
             return {

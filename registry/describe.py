@@ -34,9 +34,12 @@ def describe_state(state: GatewayState) -> dict[str, Any]:
         if status.applied_version:
             entry["serving"] = status.applied_version
             entry["revision"] = status.revision
+            served = state.servers.get(sid)
+            if served is not None and served.route.backend != "rest":
+                entry["backend"] = f"{served.route.backend} at {served.route.export_path}"
         if status.desired_version and status.desired_version != status.applied_version:
             entry["wanted"] = status.desired_version
-        if status.message and status.phase not in ("serving",):
+        if status.message and status.phase != "serving" and not status.last_error:
             entry["message"] = status.message
         if status.last_error:
             err = status.last_error

@@ -22,13 +22,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
 import structlog
 
-from registry.balancing import BalancingPolicy, ClusterRuntime, Clock
+from registry.balancing import BalancingPolicy, Clock, ClusterRuntime
 from registry.errors import McpgwError
 from registry.models import Instance
 
@@ -81,16 +81,10 @@ class ServerRegister:
         nothing and notifies nobody). ``transport`` is kept in the instance's
         ``metadata["transport"]``.
         """
-        instance = self._instance(service_name, server_id, host, port, weight, metadata, transport, scheme)
-        instance = Instance(
-            id=instance.id,
-            host=instance.host,
-            port=instance.port,
-            weight=instance.weight,
+        instance = replace(
+            self._instance(service_name, server_id, host, port, weight, metadata, transport, scheme),
             healthy=healthy,
             enabled=enabled,
-            scheme=instance.scheme,
-            metadata=instance.metadata,
         )
         with self._lock:
             current = self._snapshot.instances.get(service_name, ())
@@ -128,15 +122,10 @@ class ServerRegister:
         with self._lock:
             current = self._snapshot.instances.get(service_name, ())
             updated = tuple(
-                Instance(
-                    id=i.id,
-                    host=i.host,
-                    port=i.port,
-                    weight=i.weight,
+                replace(
+                    i,
                     healthy=i.healthy if healthy is None else healthy,
                     enabled=i.enabled if enabled is None else enabled,
-                    scheme=i.scheme,
-                    metadata=i.metadata,
                 )
                 if i.id == server_id
                 else i
@@ -155,9 +144,7 @@ class ServerRegister:
         """All instances of a service in registration order, whatever their state."""
         return self._snapshot.instances.get(service_name, ())
 
-    def select(
-        self, service_name: str, key: str | None = None, exclude: Collection[str] = ()
-    ) -> Instance | None:
+    def select(self, service_name: str, key: str | None = None, exclude: Collection[str] = ()) -> Instance | None:
         """One healthy, enabled, non-ejected instance by the service's balancing strategy.
 
         ``key`` is for sticky strategies (the MCP session id), ``exclude`` the

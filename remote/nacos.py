@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,17 +65,7 @@ from typing import Any
 import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
-from v2.nacos import (
-    ClientConfigBuilder,
-    ConfigParam,
-    DeregisterInstanceParam,
-    ListInstanceParam,
-    NacosConfigService,
-    NacosException,
-    NacosNamingService,
-    RegisterInstanceParam,
-    SubscribeServiceParam,
-)
+from pydantic.warnings import PydanticDeprecatedSince20
 
 from registry.errors import SourceAuthError, SourceError, SourceNotFound, SourceUnavailable
 from remote.base import (
@@ -87,6 +78,22 @@ from remote.base import (
     ServiceInstance,
     ServiceKey,
 )
+
+with warnings.catch_warnings():
+    # nacos-sdk-python 3.2 still declares a pydantic-v1 ``class Config``; the warning is not ours to act on.
+    warnings.filterwarnings("ignore", category=PydanticDeprecatedSince20)
+    from v2.nacos import (
+        ClientConfigBuilder,
+        ConfigParam,
+        DeregisterInstanceParam,
+        ListInstanceParam,
+        NacosConfigService,
+        NacosException,
+        NacosNamingService,
+        RegisterInstanceParam,
+        SubscribeServiceParam,
+    )
+    from v2.nacos.transport.grpcauto.nacos_grpc_service_pb2 import Payload
 
 log = structlog.get_logger(__name__)
 
@@ -186,19 +193,28 @@ class _ServiceWatch:
 
 
 class _ReconnectListener:
-    """Duck-types the SDK's ``ConnectionEventListener``; reports a connection that came back."""
+    """Duck-types the SDK's ``ConnectionEventListener`` for one SDK rpc client.
 
-    def __init__(self, on_reconnect: Callable[[], None]) -> None:
+    A reconnect is a connected event with a connection other than the last one seen.
+    """
+
+    def __init__(self, rpc_client: Any, on_reconnect: Callable[[], None]) -> None:
+        self._rpc_client = rpc_client
+        self._connection: Any = rpc_client.current_connection
         self._on_reconnect = on_reconnect
-        self._lost = False
 
     async def on_connected(self) -> None:
-        if self._lost:
-            self._lost = False
-            self._on_reconnect()
+        current = self._rpc_client.current_connection
+        previous, self._connection = self._connection, current
+        if previous is None or current is previous:
+            return
+        # The SDK abandons the old connection without ending its request generator, so grpc's task feeding
+        # the dead stream waits forever; one more message makes it notice the stream is gone and finish.
+        previous.queue.put_nowait(Payload())
+        self._on_reconnect()
 
     async def on_disconnect(self) -> None:
-        self._lost = True
+        return None
 
 
 @dataclass(eq=False)
@@ -416,10 +432,11 @@ class NacosSource:
         config_rpcs = clients.config.grpc_client_proxy.rpc_client_manager.get_all_client_entries().values()
         for rpc in list(config_rpcs):
             await rpc.register_connection_listener(
-                _ReconnectListener(lambda: self._events.put_nowait(_Reconnected(namespace, "config")))
+                _ReconnectListener(rpc, lambda: self._events.put_nowait(_Reconnected(namespace, "config")))
             )
-        await clients.naming.grpc_client_proxy.rpc_client.register_connection_listener(
-            _ReconnectListener(lambda: self._events.put_nowait(_Reconnected(namespace, "naming")))
+        naming_rpc = clients.naming.grpc_client_proxy.rpc_client
+        await naming_rpc.register_connection_listener(
+            _ReconnectListener(naming_rpc, lambda: self._events.put_nowait(_Reconnected(namespace, "naming")))
         )
 
     async def _shutdown_clients(self, clients: _NamespaceClients) -> None:
@@ -732,22 +749,32 @@ class NacosSource:
         self._token_expires = time.monotonic() + max(answer.tokenTtl - 30, 1)
 
     async def watch_listing(self, callback: ListingCallback) -> None:
+        """Nacos pushes nothing when servers come and go: poll the listing, call back on a difference.
+
+        Differences are relative to the listing as it was when the first watch was added.
+        """
         self._require_started()
         self._listing_callbacks.append(callback)
         if self._poll_task is None:
-            self._poll_task = asyncio.create_task(self._poll_listing(), name="nacos-listing-poll")
+            baseline = await self._listing_fingerprint()
+            self._poll_task = asyncio.create_task(self._poll_listing(baseline), name="nacos-listing-poll")
 
-    async def _poll_listing(self) -> None:
-        previous: frozenset[McpServerInfo] | None = None
+    async def _listing_fingerprint(self) -> frozenset[McpServerInfo] | None:
+        try:
+            return frozenset(await self.list_mcp_servers(self._namespace))
+        except SourceError as exc:
+            log.warning("nacos.listing_poll_failed", error=str(exc))
+            return None
+
+    async def _poll_listing(self, previous: frozenset[McpServerInfo] | None) -> None:
         while True:
-            try:
-                current = frozenset(await self.list_mcp_servers(self._namespace))
-                if previous is not None and current != previous:
-                    self._events.put_nowait(_ListingChanged())
-                previous = current
-            except SourceError as exc:
-                log.warning("nacos.listing_poll_failed", error=str(exc))
             await asyncio.sleep(self._listing_poll_interval)
+            current = await self._listing_fingerprint()
+            if current is None:
+                continue
+            if previous is not None and current != previous:
+                self._events.put_nowait(_ListingChanged())
+            previous = current
 
     # ------------------------------------------------------------------ our task: deliveries and resyncs
 
@@ -811,8 +838,11 @@ class NacosSource:
                 self._events.put_nowait(_ConfigChanged(key, content or ""))
             self._events.put_nowait(_ListingChanged())
             return
-        # Re-register our instances and renew subscriptions now rather than on the SDK's 30 s redo tick.
-        await clients.naming.grpc_client_proxy.redo_service.start_redo_task()
+        # Re-register our own instances before reading, so that they do not seem to flap away and back,
+        # and let the SDK renew the rest now rather than on its 30 s redo tick.
+        redo = clients.naming.grpc_client_proxy.redo_service
+        await redo.redo_for_instances()
+        await redo.start_redo_task()
         for service_key in [k for k in self._service_watches if k.namespace == namespace]:
             param = ListInstanceParam(
                 service_name=service_key.service, group_name=service_key.group, subscribe=False, healthy_only=None

@@ -199,9 +199,7 @@ def _js(*args: Any) -> str:
         escaped = _JS_ESCAPES.get(char)
         if escaped is not None:
             out.append(escaped)
-        elif char < " ":
-            out.append(f"\\u{ord(char):04X}")
-        elif char >= "\x80" and not char.isprintable():
+        elif char < " " or (char >= "\x80" and not char.isprintable()):
             out.append(f"\\u{ord(char):04X}")
         else:
             out.append(char)
@@ -560,7 +558,6 @@ def _regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
         return _GO_TEMPLATE_REF.sub(group, template)
 
     return compiled.sub(expand, _str(text, 2))
-
 
 
 # -- Sprig: lists and dicts ----------------------------------------------------------------------

@@ -139,8 +139,7 @@ def compile_path(path: str) -> tuple[Step, ...]:
             name = part[1:].split(":", 1)[0]
             if name not in _MODIFIERS or ":" in part:
                 raise GjsonPathError(
-                    f"modifier @{name} is not supported; use one of "
-                    + ", ".join(f"@{m}" for m in sorted(_MODIFIERS))
+                    f"modifier @{name} is not supported; use one of " + ", ".join(f"@{m}" for m in sorted(_MODIFIERS))
                 )
             steps.append(Step("modifier", key=name))
         elif _has_wildcard(part):

@@ -15,9 +15,7 @@ from typing import Any, NamedTuple, NoReturn
 
 SPACES = " \t\r\n"
 _TERMINATORS = SPACES + ".,|:()"
-KEYWORDS = frozenset(
-    {"if", "else", "end", "range", "with", "break", "continue", "define", "template", "block"}
-)
+KEYWORDS = frozenset({"if", "else", "end", "range", "with", "break", "continue", "define", "template", "block"})
 
 Fail = Callable[[int, str], NoReturn]
 

@@ -124,7 +124,10 @@ def go_string(value: Any) -> str:
     if isinstance(value, float):
         return format_float(value)
     if isinstance(value, JsonList | JsonDict):
-        return to_json(value)
+        try:
+            return to_json(value)
+        except ValueError:
+            pass  # NaN or infinity inside: JSON cannot say it, Go's notation can
     if isinstance(value, list):
         return "[" + " ".join(go_string(item) for item in value) + "]"
     if isinstance(value, dict):
@@ -196,9 +199,7 @@ def _encode(value: Any, out: list[str], indent: str | None, newline: str) -> Non
         out.append(_json_string(str(value)))
 
 
-def _encode_items(
-    value: Any, out: list[str], indent: str | None, newline: str, brackets: str
-) -> None:
+def _encode_items(value: Any, out: list[str], indent: str | None, newline: str, brackets: str) -> None:
     if not value:
         out.append(brackets)
         return

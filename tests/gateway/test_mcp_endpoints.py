@@ -13,6 +13,7 @@ import pytest
 from mcp.client import Client, IncomingMessage
 from mcp.client.subscriptions import ToolsListChanged
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from gateway.mcp_endpoints import (
     InvalidArgumentsError,
@@ -24,16 +25,12 @@ from gateway.mcp_endpoints import (
 from registry.errors import InvocationError
 from tests.gateway import serving
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw-test", "version": "0"},
-    },
+INIT_PARAMS: dict[str, Any] = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {},
+    "clientInfo": {"name": "raw-test", "version": "0"},
 }
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS}
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
@@ -206,7 +203,7 @@ async def test_invalid_arguments_upstream_failures_and_hangs_are_distinct_tool_e
 async def test_a_catalog_change_notifies_the_sessions_of_that_endpoint_and_no_other(
     gateway: tuple[str, McpEndpoints], catalog: FakeCatalog
 ) -> None:
-    url, _ = gateway
+    url, endpoints = gateway
     inbox_a, inbox_b = Inbox(), Inbox()
     async with asyncio.timeout(10):
         async with client(f"{url}/mcp/a", inbox_a) as session_a, client(f"{url}/mcp/b", inbox_b):
@@ -214,13 +211,17 @@ async def test_a_catalog_change_notifies_the_sessions_of_that_endpoint_and_no_ot
             await until_notified(inbox_b, lambda: catalog.swap({"b": catalog.tools["b"]}))
             inbox_a.reset()
             inbox_b.reset()
+            told_b = endpoints.notification_count("b")
 
             catalog.swap({"a": [tool("forecast")]})
             await inbox_a.changed.wait()
             assert [t.name for t in (await session_a.list_tools()).tools] == ["forecast"]
+            # The recipients of a change are chosen when it is announced, which
+            # happened before a's session heard of it.
+            assert endpoints.notification_count("b") == told_b
 
-            # Notifications to one session travel in order on its GET stream:
-            # had b been told about a's change, it would arrive before this one.
+            # And from b's side: notifications to one session travel in order on
+            # its GET stream, so one about a's change would come before this one.
             catalog.swap({"b": [tool("echo"), tool("alerts")]})
             await inbox_b.changed.wait()
             assert (inbox_a.count, inbox_b.count) == (1, 1)
@@ -264,3 +265,27 @@ async def test_a_session_is_only_valid_on_the_endpoint_that_created_it(gateway: 
         elsewhere = await http.post(f"{url}/mcp/b", json=listing, headers=headers)
         assert elsewhere.status_code == 404
         assert elsewhere.json()["error"]["message"] == "Session not found"
+
+
+@pytest.mark.parametrize("version", HANDSHAKE_PROTOCOL_VERSIONS)
+async def test_every_handshake_protocol_version_is_served_with_list_changed(
+    gateway: tuple[str, McpEndpoints], version: str
+) -> None:
+    url, _ = gateway
+    request = {**INIT, "params": {**INIT_PARAMS, "protocolVersion": version}}
+    async with asyncio.timeout(5), httpx2.AsyncClient() as http:
+        opened = await http.post(f"{url}/mcp", json=request, headers=HEADERS)
+    result = opened.json()["result"]
+    assert result["protocolVersion"] == version
+    assert result["capabilities"]["tools"] == {"listChanged": True}
+
+
+async def test_delete_ends_a_session(gateway: tuple[str, McpEndpoints]) -> None:
+    url, _ = gateway
+    async with asyncio.timeout(5), httpx2.AsyncClient() as http:
+        opened = await http.post(f"{url}/mcp/a", json=INIT, headers=HEADERS)
+        headers = {**HEADERS, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        assert (await http.delete(f"{url}/mcp/a", headers=headers)).status_code == 200
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        after = await http.post(f"{url}/mcp/a", json=listing, headers=headers)
+        assert after.status_code == 404

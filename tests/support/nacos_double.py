@@ -46,6 +46,7 @@ import secrets
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,12 +55,18 @@ from typing import Any
 import grpc
 import uvicorn
 from google.protobuf.any_pb2 import Any as AnyMessage
+from pydantic.warnings import PydanticDeprecatedSince20
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from v2.nacos.transport.grpcauto import nacos_grpc_service_pb2_grpc as pb_grpc
-from v2.nacos.transport.grpcauto.nacos_grpc_service_pb2 import Metadata, Payload
+
+with warnings.catch_warnings():
+    # Importing the generated messages runs nacos-sdk-python's package init, which declares a pydantic-v1
+    # ``class Config``: a deprecation warning that is the SDK's to fix.
+    warnings.filterwarnings("ignore", category=PydanticDeprecatedSince20)
+    from v2.nacos.transport.grpcauto import nacos_grpc_service_pb2_grpc as pb_grpc
+    from v2.nacos.transport.grpcauto.nacos_grpc_service_pb2 import Metadata, Payload
 
 PUBLIC = "public"
 VERSIONS_GROUP = "mcp-server-versions"

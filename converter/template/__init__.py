@@ -1,0 +1,130 @@
+"""Go ``text/template`` for Nacos/Higress ``json-go-template`` REST-to-MCP specs.
+
+Nacos' console stores REST-to-MCP tools in Higress' format, whose url,
+headers, body and response fields are Go templates with Sprig functions and
+Higress' ``gjson``.  No maintained Python library runs those, so this package
+is a small, strict engine: ``parse`` compiles the source once into closures
+(every syntax error, unknown function, wrong argument count or unsupported
+construct is a ``TemplateError`` with line and column, at publish time), and
+``GoTemplate.render`` runs them in microseconds per call.
+
+Semantics are Go's, on ``map[string]interface{}`` data:
+
+- ``{{ .a.b }}`` on a missing key prints ``<no value>``, as Go does for map
+  data (Go's ``missingkey=default``); a JSON null prints ``<no value>`` too.
+  Looking *into* a null (``.a.b`` with ``a: null``) is an error, as in Go.
+  Use ``{{ .a.b | default "" }}`` or ``{{ with .a }}`` for optional values.
+- Values print as Go's ``fmt`` does: ``1e+06`` for the float 1000000.0,
+  ``map[a:1 b:2]``, ``[1 2 3]``; ``toJson`` gives JSON.  Values returned by
+  ``gjson`` print as JSON instead (Higress' gjson results do).
+- Truth: false, 0, nil and empty strings, lists and maps are false.
+- ``range`` walks lists, maps (sorted keys, like Go), and integers (Go 1.22);
+  ``break``/``continue``, ``else``; ``with``/``else with``; ``if``/``else if``.
+- Comparisons follow Go, except that ints and floats compare by value (JSON
+  numbers are float64 in Go, ints may stay ints here).
+- Extensions from Higress: ``.items.0.name`` indexes lists; ``gjson "path"``
+  (see ``_gjson`` for the path syntax supported).
+
+Not supported (parse errors): ``define``/``template``/``block``, ``call``,
+method calls (a field given arguments), complex numbers, Go's ``date`` and
+other Sprig functions not in ``SUPPORTED_FUNCTIONS``.
+
+Error messages name types, positions and field names, never data values or
+string literals: templates and their data hold credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from converter.template._funcs import FUNCTIONS
+from converter.template._parse import ExecError, Parser, Render, State, location
+from registry.errors import TemplateError
+
+__all__ = ["SUPPORTED_FUNCTIONS", "GoTemplate", "parse"]
+
+SUPPORTED_FUNCTIONS: Mapping[str, str] = MappingProxyType(
+    {name: FUNCTIONS[name].description for name in sorted(FUNCTIONS)}
+)
+"""Every function a template may call, with a one-line description."""
+
+
+class GoTemplate:
+    """A parsed template: immutable, safe to render from many tasks at once.
+
+    Equality is by name and source, so models holding templates compare by
+    what the operator wrote; the repr shows only the name because a template
+    (a credential, say) may itself be a secret.
+    """
+
+    __slots__ = ("_name", "_refs", "_root", "_slots", "_source")
+
+    def __init__(self, source: str, name: str, root: Render, slots: int, refs: frozenset[str]) -> None:
+        self._source = source
+        self._name = name
+        self._root = root
+        self._slots = slots
+        self._refs = refs
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def render(self, data: Any) -> str:
+        """Execute against JSON-like ``data``; raise TemplateError with the failing line and column."""
+        frame: list[Any] = [None] * self._slots
+        frame[0] = data
+        out: list[str] = []
+        try:
+            self._root(State(frame, out), data)
+        except ExecError as exc:
+            raise TemplateError(f"{location(self._source, self._name, exc.pos)}: {exc.message}") from None
+        except RecursionError:
+            raise TemplateError(f"template {self._name!r}: the data nests too deeply to render") from None
+        except Exception as exc:
+            # A value of a type JSON never produces, or an engine bug: still the one error type callers
+            # handle, and without the exception's text, which may quote the data.
+            raise TemplateError(
+                f"template {self._name!r}: failed to render ({type(exc).__name__}); "
+                "the data may hold a value that is not JSON"
+            ) from None
+        return "".join(out)
+
+    def references(self) -> frozenset[str]:
+        """Data paths read from the root (``args.city``, ``config.credentials.x``); best effort.
+
+        Collected from field chains evaluated against the root (not inside
+        ``range``/``with``, where dot moves), from ``$.x`` anywhere, from
+        ``index .a "k"`` with literal keys, and from literal ``gjson`` paths
+        made of plain keys.
+        """
+        return self._refs
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GoTemplate):
+            return NotImplemented
+        return (self._name, self._source) == (other._name, other._source)
+
+    def __hash__(self) -> int:
+        return hash((self._name, self._source))
+
+    def __repr__(self) -> str:
+        return f"GoTemplate(name={self._name!r})"
+
+
+def parse(source: str, *, name: str = "template") -> GoTemplate:
+    """Compile ``source``; raise TemplateError("template 'name' line L col C: reason") if it cannot run."""
+    if not isinstance(source, str):
+        raise TemplateError(f"template {name!r}: the template must be a string, not {type(source).__name__}")
+    try:
+        parser = Parser(source, name)
+        root = parser.parse()
+    except RecursionError:
+        raise TemplateError(f"template {name!r}: the template nests too deeply; simplify it") from None
+    return GoTemplate(source, name, root, parser.nslots, frozenset(parser.refs))

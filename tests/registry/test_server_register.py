@@ -1,0 +1,241 @@
+"""The in-memory server register of registry/server_register.py."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from registry.balancing import BalancingPolicy
+from registry.errors import McpgwError
+from registry.server_register import RegistrationError, ServerRegister
+
+
+def weather(register: ServerRegister, *ids: str) -> None:
+    for n, server_id in enumerate(ids):
+        register.register("weather-service", server_id, "10.0.0.1", 9000 + n)
+
+
+def test_many_instances_register_under_one_name_and_are_selected_in_turn() -> None:
+    register = ServerRegister()
+    assert register.register("weather-service", "weather-server-1", "10.0.0.1", 9001)
+    assert register.register("weather-service", "weather-server-2", "10.0.0.2", 9002)
+    picks = [register.select("weather-service").id for _ in range(4)]  # type: ignore[union-attr]
+    assert picks == ["weather-server-1", "weather-server-2"] * 2
+    assert [i.id for i in register.instances("weather-service")] == ["weather-server-1", "weather-server-2"]
+
+
+def test_registering_a_known_id_again_updates_it_in_place() -> None:
+    register = ServerRegister()
+    weather(register, "a", "b")
+    assert not register.register("weather-service", "a", "10.9.9.9", 9100, weight=3.0, metadata={"zone": "x"})
+    assert register.count("weather-service") == 2
+    updated = register.get("weather-service", "a")
+    assert updated is not None
+    assert (updated.host, updated.port, updated.weight) == ("10.9.9.9", 9100, 3.0)
+    assert dict(updated.metadata) == {"zone": "x", "transport": "mcp-streamable"}
+    assert [i.id for i in register.instances("weather-service")] == ["a", "b"]
+
+
+def test_the_service_record_goes_with_its_last_instance() -> None:
+    register = ServerRegister()
+    weather(register, "a", "b")
+    assert register.unregister("weather-service", "a")
+    assert not register.unregister("weather-service", "a")
+    assert register.has("weather-service")
+    assert register.unregister("weather-service", "b")
+    assert not register.has("weather-service")
+    assert register.runtime("weather-service") is None
+    assert register.select("weather-service") is None
+    assert register.statistics() == {"totalServerNames": 0, "totalServers": 0, "serverCounts": {}}
+
+
+def test_queries_answer_from_the_current_registrations() -> None:
+    register = ServerRegister()
+    weather(register, "w1", "w2", "w3")
+    register.register("calc-service", "c1", "10.0.0.5", 7000, transport="mcp-sse")
+    assert register.has("weather-service", "w2")
+    assert not register.has("weather-service", "c1")
+    assert not register.has("file-service")
+    assert register.get("calc-service", "c1").metadata["transport"] == "mcp-sse"  # type: ignore[union-attr]
+    assert register.get("calc-service", "w1") is None
+    assert (register.count("weather-service"), register.count("nope"), register.count()) == (3, 0, 4)
+    assert {name: len(group) for name, group in register.all().items()} == {"weather-service": 3, "calc-service": 1}
+    assert register.statistics() == {
+        "totalServerNames": 2,
+        "totalServers": 4,
+        "serverCounts": {"weather-service": 3, "calc-service": 1},
+    }
+
+
+def test_selection_skips_unhealthy_disabled_and_ejected_instances() -> None:
+    register = ServerRegister(BalancingPolicy(strategy="round_robin"))
+    weather(register, "ok", "sick", "off", "flaky", "spare")
+    register.register("weather-service", "sick", "10.0.0.1", 9001, healthy=False)
+    assert register.set_status("weather-service", "off", enabled=False)
+    assert not register.set_status("weather-service", "off", enabled=False)
+    assert not register.set_status("weather-service", "ghost", healthy=False)
+    runtime = register.runtime("weather-service")
+    assert runtime is not None
+    for _ in range(5):
+        runtime.record_start("flaky")
+        runtime.record_finish("flaky", ok=False, latency=1.0)
+    assert {register.select("weather-service").id for _ in range(10)} == {"ok", "spare"}  # type: ignore[union-attr]
+
+
+def test_balancing_statistics_survive_re_registration() -> None:
+    register = ServerRegister()
+    weather(register, "a", "b")
+    runtime = register.runtime("weather-service")
+    assert runtime is not None
+    runtime.record_start("a")
+    register.register("weather-service", "a", "10.0.0.1", 9000, weight=2.0)
+    assert register.runtime("weather-service") is runtime
+    assert runtime.stats()["instances"][0]["in_flight"] == 1
+
+
+def test_selection_honours_the_per_service_strategy_and_session_key() -> None:
+    register = ServerRegister(BalancingPolicy(overrides={"sticky": "consistent_hash"}))
+    for n in range(4):
+        register.register("sticky", f"s{n}", "10.0.0.1", 9000 + n)
+    first = register.select("sticky", key="session-1")
+    assert first is not None
+    assert all(register.select("sticky", key="session-1") == first for _ in range(10))
+    other = register.select("sticky", key="session-1", exclude={first.id})
+    assert other is not None
+    assert other != first
+
+
+def test_subscribers_hear_of_changes_but_not_of_no_ops() -> None:
+    register = ServerRegister()
+    heard: list[str] = []
+    unsubscribe = register.subscribe(heard.append)
+    weather(register, "a")
+    weather(register, "a")
+    register.set_status("weather-service", "a", healthy=False)
+    register.unregister("weather-service", "a")
+    register.unregister("weather-service", "a")
+    assert heard == ["weather-service"] * 3
+    unsubscribe()
+    weather(register, "b")
+    assert heard == ["weather-service"] * 3
+
+
+def test_a_failing_subscriber_neither_blocks_registration_nor_other_subscribers() -> None:
+    register = ServerRegister()
+    heard: list[str] = []
+
+    def broken(name: str) -> None:
+        raise RuntimeError("subscriber bug")
+
+    register.subscribe(broken)
+    register.subscribe(heard.append)
+    weather(register, "a")
+    assert heard == ["weather-service"]
+    assert register.count() == 1
+
+
+def test_a_subscriber_may_read_the_register_it_is_told_about() -> None:
+    register = ServerRegister()
+    seen: list[int] = []
+    register.subscribe(lambda name: seen.append(register.count(name)))
+    weather(register, "a", "b")
+    assert seen == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"service_name": " "}, "the service name is empty"),
+        ({"server_id": ""}, "the server id is empty"),
+        ({"port": 70000}, "port 70000 is outside 1-65535"),
+        ({"weight": -1.0}, "weight -1.0"),
+        ({"weight": float("nan")}, "weight nan"),
+        ({"transport": "stdio"}, "transport 'stdio'"),
+    ],
+)
+def test_invalid_registrations_are_refused_with_the_reason(arguments: dict[str, object], problem: str) -> None:
+    register = ServerRegister()
+    call: dict[str, object] = {"service_name": "svc", "server_id": "s1", "host": "10.0.0.1", "port": 9000}
+    call.update(arguments)
+    with pytest.raises(RegistrationError, match="cannot register") as caught:
+        register.register(**call)  # type: ignore[arg-type]
+    assert problem in str(caught.value)
+    assert isinstance(caught.value, McpgwError)
+    assert register.count() == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    operations=st.lists(
+        st.tuples(st.booleans(), st.sampled_from(["a", "b"]), st.sampled_from(["x", "y", "z"])), max_size=40
+    )
+)
+def test_register_matches_a_dictionary_model(operations: list[tuple[bool, str, str]]) -> None:
+    register = ServerRegister()
+    model: dict[str, dict[str, int]] = {}
+    for port, (add, name, server_id) in enumerate(operations, start=1):
+        if add:
+            is_new = server_id not in model.get(name, {})
+            assert register.register(name, server_id, "h", port) == is_new
+            model.setdefault(name, {})[server_id] = port
+        else:
+            existed = server_id in model.get(name, {})
+            assert register.unregister(name, server_id) == existed
+            if existed:
+                del model[name][server_id]
+                if not model[name]:
+                    del model[name]
+    assert register.statistics()["serverCounts"] == {name: len(ids) for name, ids in model.items()}
+    for name, ids in model.items():
+        assert {i.id: i.port for i in register.instances(name)} == ids
+        assert register.select(name) is not None
+
+
+def test_concurrent_registration_selection_and_removal_stay_consistent() -> None:
+    register = ServerRegister()
+    register.register("svc", "anchor", "10.0.0.1", 9000)
+    writers, per_writer = 4, 100
+    start = threading.Barrier(writers + 2)
+    errors: list[BaseException] = []
+    selected: Counter[str] = Counter()
+    done = threading.Event()
+
+    def write(worker: int) -> None:
+        try:
+            start.wait(timeout=5)
+            for n in range(per_writer):
+                register.register("svc", f"w{worker}-{n}", "10.0.0.2", 9001)
+                if n % 2:
+                    assert register.unregister("svc", f"w{worker}-{n}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            start.wait(timeout=5)
+            while not done.is_set():
+                chosen = register.select("svc")
+                assert chosen is not None
+                selected[chosen.id] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    reader = threading.Thread(target=read)
+    for thread in (*threads, reader):
+        thread.start()
+    start.wait(timeout=5)
+    for thread in threads:
+        thread.join(timeout=10)
+    done.set()
+    reader.join(timeout=10)
+    assert not errors
+    assert not any(t.is_alive() for t in (*threads, reader))
+    expected = {"anchor"} | {f"w{w}-{n}" for w in range(writers) for n in range(0, per_writer, 2)}
+    assert {i.id for i in register.instances("svc")} == expected
+    assert register.count("svc") == len(expected) == register.runtime("svc").stats()["total"]  # type: ignore[union-attr]
+    assert sum(selected.values()) > 0
