@@ -32,6 +32,9 @@ EXIT_USAGE = 2
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, format="%(message)s", stream=sys.stderr)
+    # Third-party request logs carry URLs with query strings (credentials may ride there) and are noisy.
+    for noisy in ("httpx", "httpx2", "httpcore", "mcp", "watchfiles", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
