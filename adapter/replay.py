@@ -124,8 +124,8 @@ async def _apply_step(source: MemorySource, step: Mapping[str, Any], where: str)
         else:
             await source.put_config(key, content)
     for path, instances in (step.get("services") or {}).items():
-        key = _service_key(path)
-        await source.set_instances(key, [_instance(i, key) for i in instances or []])
+        service = _service_key(path)
+        await source.set_instances(service, [_instance(i, service) for i in instances or []])
     if "listing" in step:
         listing = step["listing"]
         if listing == "derived":

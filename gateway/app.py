@@ -143,7 +143,7 @@ class Gateway:
         )
         self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=settings.upstream_timeout + 5))
         self.metrics = CollectorRegistry()
-        self.metrics.register(_StateCollector(self))  # type: ignore[arg-type]
+        self.metrics.register(_StateCollector(self))
         self.started_at = time.time()
 
     @contextlib.asynccontextmanager

@@ -247,9 +247,9 @@ class _Builder:
                 self._check_tool(tool, routes, clusters)
         aggregate = self.aggregate
         for agg in self.touched_agg:
-            tool = aggregate.get(agg)
-            if tool is not None:
-                self._check_tool(tool, routes, clusters)
+            visible = aggregate.get(agg)
+            if visible is not None:
+                self._check_tool(visible, routes, clusters)
 
     @staticmethod
     def _check_tool(tool: Tool, routes: Mapping[str, Route], clusters: Mapping[str, Cluster]) -> None:
