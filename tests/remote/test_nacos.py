@@ -340,3 +340,21 @@ async def test_delayed_push_still_arrives(double: NacosDouble, source: NacosSour
     double.set_config("public", KEY.group, KEY.data_id, "B")
     assert await recorder.next() == (KEY, "B")
     assert time.monotonic() - started >= 0.2
+
+
+async def test_changes_whose_pushes_were_lost_arrive_after_a_reconnect(
+    double: NacosDouble, source: NacosSource
+) -> None:
+    double.set_config("public", KEY.group, KEY.data_id, "A")
+    configs, instances = Recorder(), Recorder()
+    await source.listen_config(KEY, configs)
+    await source.subscribe(SERVICE, instances)
+    double.drop_pushes(True)
+    double.set_config("public", KEY.group, KEY.data_id, "B")
+    double.add_instance("public", SERVICE.group, SERVICE.service, "10.0.0.1", 8000)
+
+    await double.restart()  # pushes stay lost: only the resync can bring the changes
+
+    assert await configs.next(RECONNECT_BOUND) == (KEY, "B")
+    _, latest = await instances.next(RECONNECT_BOUND)
+    assert addresses(latest) == ["10.0.0.1:8000"]
