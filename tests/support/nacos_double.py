@@ -250,7 +250,6 @@ class NacosDouble:
             self._http_app(), log_level="warning", lifespan="off", ws="none", http="h11", log_config=None
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._http = server
         self._http_task = asyncio.create_task(server.serve(sockets=[sock]))
         async with asyncio.timeout(5):
