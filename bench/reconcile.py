@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import statistics
 import sys
 import time
@@ -120,6 +121,9 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def main() -> None:
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser()
     parser.add_argument("--servers", default="100,1000,10000")
     parser.add_argument("--tools", type=int, default=10)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -178,17 +179,10 @@ def _parse_credential(raw: str) -> Any:
         return raw.strip()
 
 
-def _substitute(value: Any, resolved: Mapping[tuple[str, str], Any]) -> Any:
+def _substitute(value: Any, resolved: Mapping[tuple[str, str], str]) -> Any:
+    """Replace every reference by the referenced config's text; structured access goes via ``.config``."""
     if isinstance(value, str):
-        whole = CREDENTIAL_REF.fullmatch(value)
-        if whole:
-            return resolved[(whole.group(1), whole.group(2))]
-
-        def text(match: re.Match[str]) -> str:
-            found = resolved[(match.group(1), match.group(2))]
-            return found if isinstance(found, str) else json.dumps(found, separators=(",", ":"))
-
-        return CREDENTIAL_REF.sub(text, value)
+        return CREDENTIAL_REF.sub(lambda m: resolved[(m.group(1), m.group(2))], value)
     if isinstance(value, list):
         return [_substitute(v, resolved) for v in value]
     if isinstance(value, dict):
@@ -244,6 +238,30 @@ def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, dict):
         for k, v in value.items():
             yield from _walk_strings(v, f"{path}.{k}")
+
+
+_VALIDATOR_CACHE_SIZE = 50_000
+_validators: OrderedDict[str, ArgumentValidator] = OrderedDict()
+
+
+def argument_validator(schema: Mapping[str, Any]) -> ArgumentValidator:
+    """A compiled validator per distinct schema, memoised.
+
+    Checking a schema against the 2020-12 meta-schema costs ~0.5 ms, most of a
+    server's conversion; an update usually leaves its tools' schemas as they
+    were, so memoising keeps one server's change in the sub-millisecond range.
+    Validators are immutable, so sharing them is safe.
+    """
+    key = _canonical(schema)
+    found = _validators.get(key)
+    if found is not None:
+        _validators.move_to_end(key)
+        return found
+    validator = ArgumentValidator(schema)
+    _validators[key] = validator
+    if len(_validators) > _VALIDATOR_CACHE_SIZE:
+        _validators.popitem(last=False)
+    return validator
 
 
 class ConfigConverter:
@@ -334,7 +352,7 @@ class ConfigConverter:
         fingerprint = _digest(
             version,
             _canonical(spec.model_dump(by_alias=True)),
-            _canonical(tools_raw),
+            ",".join(t.fingerprint for t in tools),
             _canonical(sorted(config["credentials"].items())),
             _canonical([(i.id, i.weight, i.healthy, i.enabled, i.scheme) for i in cluster.instances])
             if cluster
@@ -379,9 +397,9 @@ class ConfigConverter:
     @staticmethod
     def _credentials(
         snap: ServerSnapshot, tools_raw: dict[str, Any], where: dict[str, str]
-    ) -> tuple[dict[str, Any], dict[tuple[str, str], Any]]:
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
         credentials: dict[str, Any] = {}
-        resolved: dict[tuple[str, str], Any] = {}
+        resolved: dict[tuple[str, str], str] = {}
         for path, text in _walk_strings(tools_raw, "$"):
             for data_id, group in CREDENTIAL_REF.findall(text):
                 key = ConfigKey(snap.namespace, group, data_id)
@@ -393,9 +411,8 @@ class ConfigConverter:
                         path=path,
                         **where,
                     )
-                value = _parse_credential(content)
-                resolved[(data_id, group)] = value
-                credentials[credential_name(key)] = value
+                resolved[(data_id, group)] = content.strip()
+                credentials[credential_name(key)] = _parse_credential(content)
         return {"credentials": credentials}, resolved
 
     @staticmethod
@@ -426,7 +443,7 @@ class ConfigConverter:
             if meta is not None and not meta.enabled:
                 continue
             try:
-                validator = ArgumentValidator(definition.inputSchema)
+                validator = argument_validator(definition.inputSchema)
             except ConversionError as exc:
                 raise ConversionError(
                     exc.reason, path=exc.path.replace("$", f"{path}", 1), tool=name, **where
