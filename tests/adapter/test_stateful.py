@@ -9,7 +9,6 @@ nothing for a deleted or disabled server; the current instances.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 
 from hypothesis import settings
@@ -66,7 +65,7 @@ class ReconcilerMachine(RuleBasedStateMachine):
             server.served = desired
 
     @staticmethod
-    def _desired(server: ModelServer) -> tuple[str, ...] | None | str:
+    def _desired(server: ModelServer) -> tuple[str, ...] | str | None:
         if not server.enabled or not server.published:
             return None
         tools = server.tools[server.published[-1]]
