@@ -1,0 +1,217 @@
+"""Data-plane benchmark: tools/call throughput and latency (issue 3's targets).
+
+    python bench/dataplane.py [--concurrency 16] [--seconds 5]
+
+Three ways to serve the same backend call, each measured with the same load
+(C concurrent callers for D seconds, every server in its own process):
+  (a) the REST backend called directly over HTTP (httpx);
+  (b) a hand-written MCP server on the official SDK (MCPServer, stateful JSON
+      responses) whose tool calls the backend — what a user would write instead;
+  (c) mcpgw serving a files tree whose REST tool points at the backend.
+(b) and (c) are called with the official SDK client over Streamable HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SERVER_ID = "0b5e7a1c-0000-4000-8000-000000000001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- roles (each runs in its own process) ---------------------------------------
+
+
+def role_backend(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def item(request: Request) -> JSONResponse:
+        return JSONResponse({"q": request.query_params.get("q"), "value": 42})
+
+    uvicorn.run(Starlette(routes=[Route("/item", item)]), host="127.0.0.1", port=port, log_level="error",
+                access_log=False)
+
+
+def role_sdk(port: int, backend: int) -> None:
+    import httpx
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("handwritten", log_level="ERROR")
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend}", trust_env=False)
+
+    @server.tool()
+    async def get_item(q: str) -> str:
+        """Fetch an item from the backend."""
+        response = await client.get("/item", params={"q": q})
+        return response.text
+
+    app = server.streamable_http_app(json_response=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+def role_mcpgw(port: int, backend: int) -> None:
+    import logging
+
+    import structlog
+    import uvicorn
+
+    from gateway.app import Gateway
+    from gateway.settings import Settings
+    from tests.support.builders import rest_tool, server_files, tools_doc
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    tree = Path(tempfile.mkdtemp(prefix="mcpgw-bench-"))
+    files = server_files(SERVER_ID, "bench", "1.0.0", tools_doc(rest_tool("get_item", "/item")), service="backend")
+    for key, content in files.items():
+        path = tree / "config" / key.namespace / key.group / key.data_id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    naming = tree / "naming/public/DEFAULT_GROUP/backend.json"
+    naming.parent.mkdir(parents=True)
+    naming.write_text(json.dumps([{"ip": "127.0.0.1", "port": backend}]))
+    gateway = Gateway(Settings(files=tree, log_level="warning"))
+    uvicorn.run(gateway.asgi(), host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+# -- load -------------------------------------------------------------------------
+
+
+async def drive(call: Callable[[], Awaitable[None]], concurrency: int, seconds: float) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - started) * 1e3)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies), latencies
+
+
+async def wait_listening(port: int) -> None:
+    for _ in range(200):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+async def measure_direct(backend: int, concurrency: int, seconds: float) -> tuple[int, list[float]]:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend}", trust_env=False) as client:
+        async def call() -> None:
+            (await client.get("/item", params={"q": "x"})).raise_for_status()
+
+        await drive(call, concurrency, 0.5)
+        return await drive(call, concurrency, seconds)
+
+
+async def measure_mcp(url: str, tool: str, concurrency: int, seconds: float) -> tuple[int, list[float]]:
+    from mcp.client import Client
+
+    latencies: list[float] = []
+    ready = asyncio.Barrier(concurrency + 1)
+    start = asyncio.Event()
+    window: dict[str, float] = {}
+
+    async def worker() -> None:
+        # The SDK client's task groups must be entered and left by the same task.
+        async with Client(url, mode="legacy", cache=None) as session:
+            await session.call_tool(tool, {"q": "warm-up"})
+            await ready.wait()
+            await start.wait()
+            while time.perf_counter() < window["end"]:
+                started = time.perf_counter()
+                result = await session.call_tool(tool, {"q": "x"})
+                if result.is_error:
+                    raise RuntimeError(str(result.content))
+                latencies.append((time.perf_counter() - started) * 1e3)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await ready.wait()
+    window["end"] = time.perf_counter() + seconds
+    start.set()
+    await asyncio.gather(*tasks)
+    return len(latencies), latencies
+
+
+def report(name: str, count: int, latencies: list[float], seconds: float) -> dict[str, float]:
+    ordered = sorted(latencies)
+    row = {"calls/s": count / seconds, "p50 ms": statistics.median(ordered),
+           "p99 ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+    print(f"{name:<44} {row['calls/s']:>9.0f} {row['p50 ms']:>8.2f} {row['p99 ms']:>8.2f}")
+    return row
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--role")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--backend", type=int)
+    args = parser.parse_args()
+    if args.role:
+        {"backend": lambda: role_backend(args.port), "sdk": lambda: role_sdk(args.port, args.backend),
+         "mcpgw": lambda: role_mcpgw(args.port, args.backend)}[args.role]()
+    else:
+        asyncio.run(main(args))
+
+
+async def main(args: argparse.Namespace) -> None:
+    backend, sdk, gw = free_port(), free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--backend", str(backend)],
+                              env=env) for role, port in (("backend", backend), ("sdk", sdk), ("mcpgw", gw))]
+    try:
+        for port in (backend, sdk, gw):
+            await wait_listening(port)
+        print(f"concurrency {args.concurrency}, {args.seconds:g} s each")
+        print(f"{'':<44} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        a = report("(a) backend directly over HTTP", *await measure_direct(backend, args.concurrency, args.seconds),
+                   args.seconds)
+        b = report("(b) hand-written official-SDK server", *await measure_mcp(
+            f"http://127.0.0.1:{sdk}/mcp", "get_item", args.concurrency, args.seconds), args.seconds)
+        c = report("(c) mcpgw", *await measure_mcp(
+            f"http://127.0.0.1:{gw}/mcp/bench", "get_item", args.concurrency, args.seconds), args.seconds)
+        print(f"\n(c)/(b) throughput: {c['calls/s'] / b['calls/s']:.2f}x (target >= 1.0x)")
+        print(f"(c) p50 minus (a) p50: {c['p50 ms'] - a['p50 ms']:.2f} ms (target <= 2 ms)")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+
+
+if __name__ == "__main__":
+    cli()
