@@ -72,9 +72,7 @@ _POSITIONS: dict[str, Position] = {
 }
 _ARGS_TO_FLAGS = ("argsToJsonBody", "argsToUrlParam", "argsToFormBody")
 
-_TEMPLATE_KEYS = frozenset(
-    ("requestTemplate", "responseTemplate", "errorResponseTemplate", "argsPosition", "security")
-)
+_TEMPLATE_KEYS = frozenset(("requestTemplate", "responseTemplate", "errorResponseTemplate", "argsPosition", "security"))
 _REQUEST_KEYS = frozenset(("url", "method", "headers", "body", "security", *_ARGS_TO_FLAGS))
 _RESPONSE_KEYS = frozenset(("body", "prependBody", "appendBody"))
 
@@ -186,23 +184,18 @@ class RestBinding:
 
     # -- request side -------------------------------------------------------------------------
 
-    def build_request(
-        self, args: Mapping[str, Any], config: Mapping[str, Any], base_url: str | None
-    ) -> RestRequest:
+    def build_request(self, args: Mapping[str, Any], config: Mapping[str, Any], base_url: str | None) -> RestRequest:
         """Turn validated arguments into the HTTP request for the backend at ``base_url``."""
         if self._url is None:
-            raise InvocationError(
-                f"Tool {self.tool_name!r} answers directly and sends no request; use render_direct."
-            )
-        data = {"args": args, "config": config}
+            raise InvocationError(f"Tool {self.tool_name!r} answers directly and sends no request; use render_direct.")
+        data = _template_data(args, config)
         rendered_url = self._render(self._url, data, "requestTemplate.url").strip()
         path_filled, consumed = self._fill_path(rendered_url, args)
         url = self._absolute_url(path_filled, base_url)
 
         query: list[tuple[str, str]] = []
         headers: list[tuple[str, str]] = [
-            (h.name, self._header_value(h.name, self._render(h.value, data, h.field, detail=False)))
-            for h in self._headers
+            (h.name, self._header_value(h.name, self._render(h.value, data, h.field))) for h in self._headers
         ]
         cookies: list[str] = []
         body_fields: dict[str, Any] = {}
@@ -340,7 +333,7 @@ class RestBinding:
         """The answer of a direct-response tool: its response template, no backend involved."""
         if self._response_body is None:
             raise InvocationError(f"Tool {self.tool_name!r} is not a direct-response tool.")
-        text = self._render(self._response_body, {"args": args, "config": config}, "responseTemplate.body")
+        text = self._render(self._response_body, _template_data(args, config), "responseTemplate.body")
         return RestResult(is_error=False, content=(_text_block(text),))
 
     def map_response(
@@ -361,8 +354,9 @@ class RestBinding:
         if self._response_body is not None and is_json:
             text = self._render(self._response_body, parsed, "responseTemplate.body")
         elif self._response_prepend is not None or self._response_append is not None:
-            prepend = self._render_optional(self._response_prepend, parsed, "responseTemplate.prependBody")
-            append = self._render_optional(self._response_append, parsed, "responseTemplate.appendBody")
+            data = parsed if is_json else {}
+            prepend = self._render_optional(self._response_prepend, data, "responseTemplate.prependBody")
+            append = self._render_optional(self._response_append, data, "responseTemplate.appendBody")
             text = prepend + raw + append
         elif structured is not None:
             text = json.dumps(structured, ensure_ascii=False)
@@ -377,11 +371,9 @@ class RestBinding:
             data = dict(parsed) if isinstance(parsed, dict) else {}
             data["_headers"] = {":status": str(status), **{k.lower(): v for k, v in headers.items()}}
             try:
-                text = self._error_template.render(data)
+                return RestResult(is_error=True, content=(_text_block(self._error_template.render(data)),))
             except TemplateError:
-                text = None
-            if text is not None:
-                return RestResult(is_error=True, content=(_text_block(text),))
+                pass  # the plain message below still tells the client what the upstream said
         excerpt = raw[:_ERROR_BODY_CHARS].strip()
         message = (
             f"upstream returned HTTP {status}: {excerpt}"
@@ -399,7 +391,7 @@ class RestBinding:
         try:
             return template.render(data)
         except TemplateError as exc:
-            # Engine messages may quote values; for headers and credentials those can be secrets.
+            # The engine never quotes data, but a credential's failure is reported by place only.
             why = f": {exc}" if detail else ""
             raise InvocationError(
                 f"Tool {self.tool_name!r}: {field} failed to render{why}. "
@@ -473,9 +465,7 @@ class _Compiler:
             response_body=response_body,
             response_prepend=prepend,
             response_append=append,
-            error_template=(
-                self.template(error_source, f"{root}.errorResponseTemplate") if error_source else None
-            ),
+            error_template=(self.template(error_source, f"{root}.errorResponseTemplate") if error_source else None),
         )
 
     # -- structure ----------------------------------------------------------------------------
@@ -515,7 +505,7 @@ class _Compiler:
         try:
             return parse(source, name=path)
         except TemplateError as exc:
-            # A credential's parse error could quote the credential: say where, not what.
+            # The engine never quotes source text; a credential's failure is still reported by place only.
             why = "" if secret else f": {exc}"
             raise self.fail(f"the template does not parse{why}", path) from exc
 
@@ -527,8 +517,7 @@ class _Compiler:
         parts = urlsplit(url)
         if parts.scheme and (parts.scheme.lower() not in ("http", "https") or not parts.netloc):
             raise self.fail(
-                f"the url has scheme {parts.scheme!r}; use an absolute http(s) URL or a path "
-                "relative to the backend",
+                f"the url has scheme {parts.scheme!r}; use an absolute http(s) URL or a path relative to the backend",
                 path,
             )
 
@@ -572,7 +561,7 @@ class _Compiler:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise self.fail(f"expected a string, found {_json_type(value)}", f"{entry_path}.value")
             field = f"{entry_path}.value"
-            compiled.append(_Header(key.strip(), self.template(str(value), field, secret=True), field))
+            compiled.append(_Header(key.strip(), self.template(str(value), field), field))
         return tuple(compiled)
 
     def args_to(self, request: Mapping[str, Any], path: str) -> str | None:
@@ -631,9 +620,7 @@ class _Compiler:
         self.require_object(raw, security_path)
         scheme_id = raw.get("id")
         if not isinstance(scheme_id, str) or not scheme_id:
-            raise self.fail(
-                "the security block needs the id of a securitySchemes entry", f"{security_path}.id"
-            )
+            raise self.fail("the security block needs the id of a securitySchemes entry", f"{security_path}.id")
         for index, scheme in enumerate(self.schemes):
             if isinstance(scheme, Mapping) and scheme.get("id") == scheme_id:
                 return self.scheme(scheme, f"$.securitySchemes[{index}]", raw, security_path)
@@ -643,9 +630,7 @@ class _Compiler:
             f"{security_path}.id",
         )
 
-    def scheme(
-        self, scheme: Mapping[str, Any], scheme_path: str, use: Mapping[str, Any], use_path: str
-    ) -> _Security:
+    def scheme(self, scheme: Mapping[str, Any], scheme_path: str, use: Mapping[str, Any], use_path: str) -> _Security:
         scheme_id = str(scheme["id"])
         kind_of = str(scheme.get("type", "")).strip().lower()
         kind: Literal["bearer", "basic", "apiKey-header", "apiKey-query"]
@@ -692,8 +677,26 @@ class _Compiler:
 # -- value encoding -------------------------------------------------------------------------------
 
 
+def _template_data(args: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The request-side template root; plain dicts because the engine walks JSON-shaped data only."""
+    return {"args": _plain(args), "config": _plain(config)}
+
+
+def _plain(value: Any) -> Any:
+    # Server config arrives as read-only mapping proxies (it is shared by every call).
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _text(value: Any) -> str:
-    """How an argument reads in a URL, header or form: Go's ``%v`` for scalars, JSON for the rest."""
+    """How an argument reads in a URL, header or form.
+
+    Scalars as Go's ``%v`` prints them, except that integral floats print as
+    integers (``3``, never ``1e+06``); objects and lists as compact JSON.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):

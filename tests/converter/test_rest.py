@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -82,9 +83,7 @@ def compile_error(template: Mapping[str, Any], schema: Mapping[str, Any] | None 
         pytest.param("query", "/weather", f"{BASE}/weather?city=San%20Jos%C3%A9", None, None, id="query"),
         pytest.param("path", "/weather/{city}", f"{BASE}/weather/San%20Jos%C3%A9", None, None, id="path"),
         pytest.param("header", "/weather", f"{BASE}/weather", ("city", "San José"), None, id="header"),
-        pytest.param(
-            "cookie", "/weather", f"{BASE}/weather", ("Cookie", "city=San%20Jos%C3%A9"), None, id="cookie"
-        ),
+        pytest.param("cookie", "/weather", f"{BASE}/weather", ("Cookie", "city=San%20Jos%C3%A9"), None, id="cookie"),
         pytest.param("body", "/weather", f"{BASE}/weather", None, {"city": "San José"}, id="body"),
     ],
 )
@@ -163,9 +162,7 @@ def test_a_header_argument_with_a_line_break_is_refused_rather_than_injected() -
     [
         pytest.param("argsToUrlParam", [("city", "Paris"), ("days", "3")], None, None, id="url params"),
         pytest.param("argsToJsonBody", [], b'{"city":"Paris","days":3}', "application/json", id="json body"),
-        pytest.param(
-            "argsToFormBody", [], b"city=Paris&days=3", "application/x-www-form-urlencoded", id="form body"
-        ),
+        pytest.param("argsToFormBody", [], b"city=Paris&days=3", "application/x-www-form-urlencoded", id="form body"),
         pytest.param(None, [], None, None, id="none: only templates see them"),
     ],
 )
@@ -298,19 +295,23 @@ def test_a_path_placeholder_without_its_argument_is_a_clear_invocation_error() -
         pytest.param("weather", BASE, f"{BASE}/weather", id="relative without slash"),
         pytest.param("/weather", BASE + "/", f"{BASE}/weather", id="base with trailing slash"),
         pytest.param("https://api.example.com/v1/w", BASE, "https://api.example.com/v1/w", id="absolute"),
-        pytest.param(
-            "https://api.example.com/v1/w", None, "https://api.example.com/v1/w", id="absolute no base"
-        ),
+        pytest.param("https://api.example.com/v1/w", None, "https://api.example.com/v1/w", id="absolute no base"),
         pytest.param("{{ .config.host }}/w", BASE, "https://cfg.example.com/w", id="templated absolute"),
         pytest.param("/w/{{ .args.city }}", BASE, f"{BASE}/w/Paris", id="templated relative"),
     ],
 )
 def test_urls_are_relative_to_the_instance_or_absolute(url: str, base_url: str | None, expected: str) -> None:
-    request = build(
-        {"url": url}, {"city": "Paris"}, config={"host": "https://cfg.example.com"}, base_url=base_url
-    )
+    request = build({"url": url}, {"city": "Paris"}, config={"host": "https://cfg.example.com"}, base_url=base_url)
 
     assert request.url == expected
+
+
+def test_read_only_server_config_renders_like_a_plain_dict() -> None:
+    config = MappingProxyType({"host": MappingProxyType({"name": "api.example.com"})})
+
+    request = build({"url": "https://{{ .config.host.name }}/w"}, {}, config=config)
+
+    assert request.url == "https://api.example.com/w"
 
 
 def test_a_relative_url_without_an_instance_is_a_clear_invocation_error() -> None:
@@ -508,7 +509,7 @@ def test_a_referenced_security_scheme_must_be_usable(scheme: dict[str, Any], fie
         ),
         pytest.param(
             {"requestTemplate": {"url": "/w"}, "argsPosition": {"my city": "header"}},
-            f"{ROOT}.argsPosition[\"my city\"]",
+            f'{ROOT}.argsPosition["my city"]',
             ["not a valid header name"],
             id="header position for a name no header can have",
         ),
@@ -650,10 +651,11 @@ def ok(body: Any, content_type: str = "application/json") -> tuple[int, dict[str
             id="prepend and append",
         ),
         pytest.param({"appendBody": "!"}, ok(b"hi", "text/plain"), "hi!", id="append only"),
-        pytest.param(None, ok(b'{"t": 1}'), '{"t": 1}', id="raw JSON unchanged"),
         pytest.param(
-            None, ok("héllo".encode("latin-1"), "text/plain; charset=latin-1"), "héllo", id="charset"
+            {"prependBody": "{{ .city }}: "}, ok(b'{"city":"Oslo"}'), 'Oslo: {"city":"Oslo"}', id="prepend sees JSON"
         ),
+        pytest.param(None, ok(b'{"t": 1}'), '{"t": 1}', id="raw JSON unchanged"),
+        pytest.param(None, ok("héllo".encode("latin-1"), "text/plain; charset=latin-1"), "héllo", id="charset"),
         pytest.param(None, (204, {}, b""), "", id="no content"),
     ],
 )
@@ -676,9 +678,7 @@ def test_an_image_answer_becomes_image_content() -> None:
         200, {"content-type": "image/png; q=1"}, png, has_output_schema=True
     )
 
-    assert result.content == (
-        {"type": "image", "data": base64.b64encode(png).decode(), "mimeType": "image/png"},
-    )
+    assert result.content == ({"type": "image", "data": base64.b64encode(png).decode(), "mimeType": "image/png"},)
     assert result.structured is None
 
 
@@ -694,9 +694,7 @@ def test_with_an_output_schema_a_json_object_answer_is_structured_content_too() 
 def test_with_an_output_schema_and_a_response_template_the_text_is_the_template() -> None:
     status, headers, body = ok({"city": "Paris"})
 
-    result = binding(response={"body": "in {{ .city }}"}).map_response(
-        status, headers, body, has_output_schema=True
-    )
+    result = binding(response={"body": "in {{ .city }}"}).map_response(status, headers, body, has_output_schema=True)
 
     assert result.structured == {"city": "Paris"}
     assert result.content == ({"type": "text", "text": "in Paris"},)
@@ -732,10 +730,24 @@ def test_the_error_template_sees_the_status_and_headers_even_when_the_body_is_no
     assert result.content == ({"type": "text", "text": "status 502"},)
 
 
+def test_an_error_template_that_fails_to_render_falls_back_to_the_plain_message() -> None:
+    compiled = binding(error_template="{{ .error.code }}")
+
+    result = compiled.map_response(500, {}, b'{"error": null}', has_output_schema=False)
+
+    assert result.is_error is True
+    assert result.content == ({"type": "text", "text": 'upstream returned HTTP 500: {"error": null}'},)
+
+
+def test_a_response_template_that_fails_to_render_is_an_invocation_error_naming_the_field() -> None:
+    status, headers, body = ok({"data": None})
+
+    with pytest.raises(InvocationError, match=r"get_weather.*responseTemplate\.body"):
+        binding(response={"body": "{{ .data.name }}"}).map_response(status, headers, body, has_output_schema=False)
+
+
 def test_without_an_error_template_the_error_names_the_status_and_quotes_the_body() -> None:
-    result = binding(response={"body": "{{ .x }}"}).map_response(
-        503, {}, b"x" * 2000, has_output_schema=False
-    )
+    result = binding(response={"body": "{{ .x }}"}).map_response(503, {}, b"x" * 2000, has_output_schema=False)
 
     assert result.is_error is True
     assert result.content == ({"type": "text", "text": "upstream returned HTTP 503: " + "x" * 500},)
