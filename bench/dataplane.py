@@ -184,33 +184,36 @@ def cli() -> None:
     if args.role:
         {"backend": lambda: role_backend(args.port), "sdk": lambda: role_sdk(args.port, args.backend),
          "mcpgw": lambda: role_mcpgw(args.port, args.backend)}[args.role]()
-    else:
-        asyncio.run(main(args))
-
-
-async def main(args: argparse.Namespace) -> None:
+        return
     backend, sdk, gw = free_port(), free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--backend", str(backend)],
-                              env=env) for role, port in (("backend", backend), ("sdk", sdk), ("mcpgw", gw))]
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--backend", str(backend)],
+                         env=env)
+        for role, port in (("backend", backend), ("sdk", sdk), ("mcpgw", gw))
+    ]
     try:
-        for port in (backend, sdk, gw):
-            await wait_listening(port)
-        print(f"concurrency {args.concurrency}, {args.seconds:g} s each")
-        print(f"{'':<44} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-        a = report("(a) backend directly over HTTP", *await measure_direct(backend, args.concurrency, args.seconds),
-                   args.seconds)
-        b = report("(b) hand-written official-SDK server", *await measure_mcp(
-            f"http://127.0.0.1:{sdk}/mcp", "get_item", args.concurrency, args.seconds), args.seconds)
-        c = report("(c) mcpgw", *await measure_mcp(
-            f"http://127.0.0.1:{gw}/mcp/bench", "get_item", args.concurrency, args.seconds), args.seconds)
-        print(f"\n(c)/(b) throughput: {c['calls/s'] / b['calls/s']:.2f}x (target >= 1.0x)")
-        print(f"(c) p50 minus (a) p50: {c['p50 ms'] - a['p50 ms']:.2f} ms (target <= 2 ms)")
+        asyncio.run(main(args, backend, sdk, gw))
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(10)
+
+
+async def main(args: argparse.Namespace, backend: int, sdk: int, gw: int) -> None:
+    for port in (backend, sdk, gw):
+        await wait_listening(port)
+    print(f"concurrency {args.concurrency}, {args.seconds:g} s each")
+    print(f"{'':<44} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    a = report("(a) backend directly over HTTP", *await measure_direct(backend, args.concurrency, args.seconds),
+               args.seconds)
+    b = report("(b) hand-written official-SDK server", *await measure_mcp(
+        f"http://127.0.0.1:{sdk}/mcp", "get_item", args.concurrency, args.seconds), args.seconds)
+    c = report("(c) mcpgw", *await measure_mcp(
+        f"http://127.0.0.1:{gw}/mcp/bench", "get_item", args.concurrency, args.seconds), args.seconds)
+    print(f"\n(c)/(b) throughput: {c['calls/s'] / b['calls/s']:.2f}x (target >= 1.0x)")
+    print(f"(c) p50 minus (a) p50: {c['p50 ms'] - a['p50 ms']:.2f} ms (target <= 2 ms)")
 
 
 if __name__ == "__main__":

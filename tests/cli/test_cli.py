@@ -38,8 +38,11 @@ CASES = {
                                 "does not parse", "$.toolsMeta.t.templates.json-go-template.requestTemplate.url"),
     "two-argsTo": (tools_doc(rest_tool("t", template=_template(argsToJsonBody=True, argsToFormBody=True))),
                    "argsTo", "$.toolsMeta.t.templates.json-go-template.requestTemplate"),
-    "body-with-prependBody": (tools_doc(rest_tool("t", template={**_template(), "responseTemplate": {
-        "body": "x", "prependBody": "y"}})), "prependBody", "$.toolsMeta.t.templates.json-go-template.responseTemplate"),
+    "body-with-prependBody": (
+        tools_doc(rest_tool("t", template={**_template(), "responseTemplate": {"body": "x", "prependBody": "y"}})),
+        "prependBody",
+        "$.toolsMeta.t.templates.json-go-template.responseTemplate",
+    ),
     "unknown-position": (tools_doc(rest_tool("t", template={**_template(), "argsPosition": {"q": "nowhere"}})),
                          "nowhere", "$.toolsMeta.t.templates.json-go-template.argsPosition"),
     "encrypted": (json.dumps({"specificationType": "encrypted", "encryptData": "QUJD"}), "encrypted", "$.encryptData"),
