@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -146,17 +147,26 @@ class Gateway:
         self.metrics.register(_StateCollector(self))
         self.started_at = time.time()
 
+    async def _freeze_after_first_sync(self) -> None:
+        # The state of a large first sync lives for the whole process: moving it out of the
+        # collector's generations keeps full collections (tens of ms at 10,000 servers) off later changes.
+        await self.adapter.ready.wait()
+        gc.collect()
+        gc.freeze()
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self.source.start()
         discovery = asyncio.create_task(self.adapter.run(), name="discovery")
+        freezer = asyncio.create_task(self._freeze_after_first_sync(), name="gc-freeze")
         try:
             async with self.endpoints.run():
                 yield
         finally:
-            discovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await discovery
+            for task in (freezer, discovery):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.adapter.close()
             await self.mcp_pool.close()
             await self.http.aclose()
