@@ -240,7 +240,8 @@ def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk_strings(v, f"{path}.{k}")
 
 
-_VALIDATOR_CACHE_SIZE = 50_000
+_VALIDATOR_CACHE_SIZE = 250_000
+"""Above the distinct schemas of 10,000 servers x 10 tools: a miss costs a meta-schema check (~0.5 ms)."""
 _validators: OrderedDict[str, ArgumentValidator] = OrderedDict()
 
 
