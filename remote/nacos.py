@@ -7,14 +7,21 @@ is filed down, so the rest of mcpgw sees only the ``RemoteClient`` contract:
 
 - **Callbacks only enqueue.**  The SDK awaits listener callbacks while it
   holds its own locks; calling back into it from there deadlocks.  Every SDK
-  callback here puts an event on one ``asyncio.Queue``; our own drain task
-  calls the user's callbacks, never under an SDK lock.
+  callback here only marks its key dirty on one ``asyncio.Queue``; our own
+  drain task does the work and calls the user's callbacks, never under an
+  SDK lock.
+- **Level-triggered delivery.**  The content an SDK callback carries is a
+  trigger, not the truth: it can be older than what our resync already
+  read, and the SDK forgets a push that lands while it refreshes the same
+  key.  The drain task re-reads a dirty key itself (configs from the server,
+  instance lists from the SDK's cache, which only moves forward by
+  ``lastRefTime``), one read at a time, so a delivery is never older than
+  the one before it.  Bursts coalesce: a key is queued once until read.
 - **Read, then listen, then de-duplicate by content.**  Adding a listener
-  gives no initial event, and the same content can arrive twice (a push and
-  our resync).  Every (key, callback) pair remembers the last content it was
-  given, starting from the content read when it started listening; a
-  callback is only called with content different from that.  A deleted
-  config is delivered as ``""``, as Nacos does.
+  gives no initial event.  Every (key, callback) pair remembers the last
+  content it was given, starting from the content read when it started
+  listening; a callback is only called with content different from that.
+  A deleted config is delivered as ``""``, as Nacos does.
 - **Empty instance lists are delivered.**  By default the SDK drops a push
   whose host list is empty, so a real scale-to-zero never arrives.  We set
   ``update_cache_when_empty=True``: the last deregistration reaches the
@@ -22,9 +29,9 @@ is filed down, so the rest of mcpgw sees only the ``RemoteClient`` contract:
   the adapter's decision (ARCHITECTURE §6.5), not the source's.
 - **Our own resync on reconnect.**  The SDK re-subscribes services only on a
   30-second redo tick.  We listen to the SDK's connection events: when a
-  connection comes back after a loss, we kick the SDK's redo at once (our own
-  instances are re-registered, subscriptions renewed), re-read every watched
-  config and instance list of that namespace, and deliver only what changed.
+  connection is replaced, we re-register our own instances at once, renew
+  the subscriptions, and mark every watched config and service of that
+  namespace dirty; only what changed is delivered.
 - **Explicit directories.**  The SDK writes caches and logs under ``~`` by
   default and reads ``*_failover`` files from its cache first: ``cache_dir``
   and ``log_dir`` are mandatory here.  Its disk cache is not loaded at start
@@ -101,6 +108,7 @@ DEFAULT_PORT = 8848
 GRPC_PORT_OFFSET = 1000
 _SDK_LOGGERS = ("config", "naming")  # the SDK's module loggers (Constants.CONFIG_MODULE / NAMING_MODULE)
 _NO_RIGHT = 403
+_STOP_GRACE = 1.0
 _NOT_FOUND_CODES = (300, 404)
 _INVALID_PARAM_CODES = (400, -400)
 
@@ -155,15 +163,13 @@ class _McpListAnswer(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class _ConfigChanged:
+class _ConfigDirty:
     key: ConfigKey
-    content: str
 
 
 @dataclass(frozen=True, slots=True)
-class _InstancesChanged:
+class _ServiceDirty:
     key: ServiceKey
-    instances: tuple[ServiceInstance, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +183,12 @@ class _ListingChanged:
     pass
 
 
-_Event = _ConfigChanged | _InstancesChanged | _Reconnected | _ListingChanged
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    pass
+
+
+_Event = _ConfigDirty | _ServiceDirty | _Reconnected | _ListingChanged | _Stop
 
 
 @dataclass(eq=False)
@@ -223,6 +234,18 @@ class _NamespaceClients:
     config: Any = None
     naming: Any = None
     log_handlers: list[logging.Handler] = field(default_factory=list)
+
+
+async def _finish(tasks: Iterable[asyncio.Task[Any]], grace: float) -> None:
+    """Let tasks end on their own first: cancelling one in the middle of the SDK's cache-file write
+    leaks the open file.  Whatever is still running after ``grace`` seconds is cancelled."""
+    tasks = list(tasks)
+    pending = [t for t in tasks if not t.done()]
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=grace)
+        for task in late:
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -293,10 +316,13 @@ class NacosSource:
         self._service_watches: dict[ServiceKey, _ServiceWatch] = {}
         self._last_read: dict[ConfigKey, str] = {}
         self._last_listed: dict[ServiceKey, tuple[ServiceInstance, ...]] = {}
+        self._dirty_configs: set[ConfigKey] = set()
+        self._dirty_services: set[ServiceKey] = set()
         self._listing_callbacks: list[ListingCallback] = []
         self._drain_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -310,6 +336,8 @@ class NacosSource:
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._http = httpx.AsyncClient(base_url=self._admin_base_url, timeout=self._connect_timeout)
+        self._stopping = False
+        self._events = asyncio.Queue()
         self._drain_task = asyncio.create_task(self._drain(), name="nacos-source-drain")
         try:
             if self._username and self._password:
@@ -322,10 +350,12 @@ class NacosSource:
         log.info("nacos.started", server=self._server_addr, namespace=self._namespace)
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+        self._events.put_nowait(_Stop())
         tasks = [t for t in (self._drain_task, self._poll_task, *self._side_tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _finish(tasks, _STOP_GRACE)
         self._drain_task = self._poll_task = None
         self._side_tasks.clear()
         clients, self._clients = list(self._clients.values()), {}
@@ -339,6 +369,8 @@ class NacosSource:
         self._listing_callbacks.clear()
         self._last_read.clear()
         self._last_listed.clear()
+        self._dirty_configs.clear()
+        self._dirty_services.clear()
 
     def _require_started(self) -> None:
         if self._drain_task is None:
@@ -440,20 +472,20 @@ class NacosSource:
         )
 
     async def _shutdown_clients(self, clients: _NamespaceClients) -> None:
-        """Stop every task the SDK started; its own shutdown leaves the naming redo task
-        running and waits up to 5 s for the config listen loop."""
+        """Stop every task the SDK started, promptly: its own shutdown leaves the naming redo task running
+        and waits up to 5 s for the config listen loop to wake up."""
         if clients.config is not None:
             proxy = clients.config.grpc_client_proxy
             proxy.stop_event.set()
-            proxy.listen_task.cancel()
-            await asyncio.gather(proxy.listen_task, return_exceptions=True)
+            proxy.execute_config_listen_channel.put_nowait(None)
+            await _finish([proxy.listen_task], _STOP_GRACE)
             await proxy.rpc_client_manager.shutdown_all_clients()
         if clients.naming is not None:
             proxy = clients.naming.grpc_client_proxy
             redo = proxy.redo_service
             redo._stop_event.set()
-            redo._listen_task.cancel()
-            await asyncio.gather(redo._listen_task, return_exceptions=True)
+            await redo.start_redo_task()
+            await _finish([redo._listen_task], _STOP_GRACE)
             if proxy.rpc_client is not None:
                 await proxy.rpc_client.shutdown()
             clients.naming.service_info_updater.stop()
@@ -495,8 +527,8 @@ class NacosSource:
             watch.last_seen[callback] = baseline
 
     def _config_listener(self, key: ConfigKey) -> Callable[[str, str, str, str], Awaitable[None]]:
-        async def on_change(_tenant: str, _group: str, _data_id: str, content: str) -> None:
-            self._events.put_nowait(_ConfigChanged(key, content or ""))
+        async def on_change(_tenant: str, _group: str, _data_id: str, _content: str) -> None:
+            self._mark_config_dirty(key)
 
         return on_change
 
@@ -570,8 +602,8 @@ class NacosSource:
             watch.last_seen[callback] = baseline
 
     def _instances_listener(self, key: ServiceKey) -> Callable[[list[Any]], Awaitable[None]]:
-        async def on_instances(instances: list[Any]) -> None:
-            self._events.put_nowait(_InstancesChanged(key, _to_instances(instances or [])))
+        async def on_instances(_instances: list[Any]) -> None:
+            self._mark_service_dirty(key)
 
         return on_instances
 
@@ -779,35 +811,76 @@ class NacosSource:
     # ------------------------------------------------------------------ our task: deliveries and resyncs
 
     async def _drain(self) -> None:
-        while True:
-            event = await self._events.get()
+        while not isinstance(event := await self._events.get(), _Stop):
             try:
                 await self._dispatch(event)
             except Exception:
                 log.exception("nacos.dispatch_failed", event=type(event).__name__)
 
+    def _mark_config_dirty(self, key: ConfigKey) -> None:
+        if key not in self._dirty_configs:
+            self._dirty_configs.add(key)
+            self._events.put_nowait(_ConfigDirty(key))
+
+    def _mark_service_dirty(self, key: ServiceKey) -> None:
+        if key not in self._dirty_services:
+            self._dirty_services.add(key)
+            self._events.put_nowait(_ServiceDirty(key))
+
     async def _dispatch(self, event: _Event) -> None:
         match event:
-            case _ConfigChanged(key, content):
-                config_watch = self._config_watches.get(key)
-                if config_watch is not None:
-                    for config_callback in list(config_watch.last_seen):
-                        if config_watch.last_seen.get(config_callback, content) != content:
-                            config_watch.last_seen[config_callback] = content
-                            await self._call(config_callback(key, content), "config", str(key))
-            case _InstancesChanged(service_key, instances):
-                service_watch = self._service_watches.get(service_key)
-                if service_watch is not None:
-                    for instances_callback in list(service_watch.last_seen):
-                        if service_watch.last_seen.get(instances_callback, instances) != instances:
-                            service_watch.last_seen[instances_callback] = instances
-                            await self._call(instances_callback(service_key, instances), "instances", str(service_key))
+            case _ConfigDirty(key):
+                await self._deliver_config(key)
+            case _ServiceDirty(service_key):
+                await self._deliver_instances(service_key)
             case _ListingChanged():
                 for listing_callback in list(self._listing_callbacks):
                     await self._call(listing_callback(), "listing", self._namespace)
             case _Reconnected(namespace, module):
                 log.info("nacos.reconnected", namespace=namespace, module=module)
                 self._spawn(self._resync(namespace, module))
+
+    async def _deliver_config(self, key: ConfigKey) -> None:
+        """Deliver the config as it is now, read by this one task, so a delivery is never older than the last.
+
+        The SDK's callback content is only a trigger: it can be older than a read we already delivered (our
+        resync and the SDK's refresh race), and the SDK forgets a push that lands while it is refreshing the
+        same key.  A read made after the callback sees that change anyway.
+        """
+        self._dirty_configs.discard(key)
+        watch = self._config_watches.get(key)
+        clients = self._clients.get(key.namespace)
+        if watch is None or clients is None:
+            return
+        try:
+            read: str | None = await clients.config.get_config(ConfigParam(data_id=key.data_id, group=key.group))
+        except NacosException as exc:
+            log.warning("nacos.refresh_failed", key=str(key), error=str(exc))
+            return
+        content = read or ""
+        for callback in list(watch.last_seen):
+            if watch.last_seen.get(callback, content) != content:
+                watch.last_seen[callback] = content
+                await self._call(callback(key, content), "config", str(key))
+
+    async def _deliver_instances(self, key: ServiceKey) -> None:
+        """Deliver the SDK's cached list, which only ever moves forward (it drops pushes with an older
+        ``lastRefTime``)."""
+        self._dirty_services.discard(key)
+        watch = self._service_watches.get(key)
+        clients = self._clients.get(key.namespace)
+        if watch is None or clients is None:
+            return
+        param = ListInstanceParam(service_name=key.service, group_name=key.group, subscribe=True, healthy_only=None)
+        try:
+            instances = _to_instances(await clients.naming.list_instances(param))
+        except NacosException as exc:
+            log.warning("nacos.refresh_failed", key=str(key), error=str(exc))
+            return
+        for callback in list(watch.last_seen):
+            if watch.last_seen.get(callback, instances) != instances:
+                watch.last_seen[callback] = instances
+                await self._call(callback(key, instances), "instances", str(key))
 
     @staticmethod
     async def _call(pending: Awaitable[None], kind: str, key: str) -> None:
@@ -828,14 +901,7 @@ class NacosSource:
             return
         if module == "config":
             for key in [k for k in self._config_watches if k.namespace == namespace]:
-                try:
-                    content: str | None = await clients.config.get_config(
-                        ConfigParam(data_id=key.data_id, group=key.group)
-                    )
-                except NacosException as exc:
-                    log.warning("nacos.resync_failed", key=str(key), error=str(exc))
-                    continue
-                self._events.put_nowait(_ConfigChanged(key, content or ""))
+                self._mark_config_dirty(key)
             self._events.put_nowait(_ListingChanged())
             return
         # Re-register our own instances before reading, so that they do not seem to flap away and back,
@@ -844,15 +910,18 @@ class NacosSource:
         await redo.redo_for_instances()
         await redo.start_redo_task()
         for service_key in [k for k in self._service_watches if k.namespace == namespace]:
+            if self._stopping:
+                return
             param = ListInstanceParam(
                 service_name=service_key.service, group_name=service_key.group, subscribe=False, healthy_only=None
             )
             try:
-                found = _to_instances(await clients.naming.list_instances(param))
+                # Renews the subscription and refreshes the SDK's cache, which the delivery then reads.
+                await clients.naming.list_instances(param)
             except NacosException as exc:
                 log.warning("nacos.resync_failed", key=str(service_key), error=str(exc))
                 continue
-            self._events.put_nowait(_InstancesChanged(service_key, found))
+            self._mark_service_dirty(service_key)
 
     # ------------------------------------------------------------------ errors
 

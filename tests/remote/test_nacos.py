@@ -21,6 +21,7 @@ from tests.support.nacos_double import NacosDouble
 KEY = ConfigKey("public", "mcp-server", "s1-1.0.0-mcp-server.json")
 SERVICE = ServiceKey("public", "mcp-endpoints", "weather::1.0.0")
 RECONNECT_BOUND = 15.0  # the SDK's reconnect loop waits up to 3 s per attempt
+PROMPT = 2.0  # well under the SDK's 5 s listen tick: a new listener must not wait for it
 
 
 class Recorder:
@@ -95,7 +96,7 @@ async def test_pushed_change_is_delivered_and_deletion_arrives_as_empty(
     await source.listen_config(KEY, recorder)
 
     double.set_config("public", KEY.group, KEY.data_id, "B")
-    assert await recorder.next() == (KEY, "B")
+    assert await recorder.next(PROMPT) == (KEY, "B")
     double.delete_config("public", KEY.group, KEY.data_id)
     assert await recorder.next() == (KEY, "")
 
