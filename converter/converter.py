@@ -77,17 +77,20 @@ def _pydantic_path(loc: Iterable[int | str]) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _parse(model: type[M], content: str, *, where: dict[str, str], what: str) -> M:
+def _load_object(content: str, *, where: dict[str, str], what: str, advice: str) -> dict[str, Any]:
     try:
         raw = json.loads(content)
     except json.JSONDecodeError as exc:
         raise ConversionError(
-            f"{what} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
-            "fix the file and publish it again",
-            **where,
+            f"{what} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); {advice}", **where
         ) from exc
     if not isinstance(raw, dict):
         raise ConversionError(f"{what} must be a JSON object, got {type(raw).__name__}", **where)
+    return raw
+
+
+def _parse(model: type[M], content: str, *, where: dict[str, str], what: str) -> M:
+    raw = _load_object(content, where=where, what=what, advice="fix the file and publish it again")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -376,16 +379,8 @@ class ConfigConverter:
 
     @staticmethod
     def _tools_json(content: str, where: dict[str, str]) -> dict[str, Any]:
-        try:
-            raw = json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise ConversionError(
-                f"tools spec is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
-                "the previous version keeps serving until it is fixed",
-                **where,
-            ) from exc
-        if not isinstance(raw, dict):
-            raise ConversionError("tools spec must be a JSON object", **where)
+        raw = _load_object(content, where=where, what="tools spec",
+                           advice="the previous version keeps serving until it is fixed")
         if raw.get("encryptData"):
             raise ConversionError(
                 "tools spec is encrypted (encryptData); mcpgw cannot decrypt Nacos-encrypted specs, "
