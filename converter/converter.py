@@ -39,7 +39,6 @@ TEMPLATE_KIND = "json-go-template"
 REST_PROTOCOLS = frozenset({"http", "https"})
 MCP_PROTOCOLS = frozenset({"mcp-sse", "mcp-streamable"})
 UNSERVABLE_PROTOCOLS = frozenset({"stdio", "dubbo"})
-LEGACY_NAMESPACE = "nacos-default-mcp"
 
 CREDENTIAL_REF = re.compile(r"\$\{nacos\.([^/{}\s]+)/([^/{}\s]+)\}")
 """``${nacos.<dataId>/<group>}``: a reference to another config (a credential)."""

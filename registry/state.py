@@ -15,6 +15,7 @@ id wins (deterministic in any event order) and the conflict is reported.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -300,8 +301,6 @@ class StateStore:
     """
 
     def __init__(self, naming: AggregateNaming | None = None, *, clock: Callable[[], float] | None = None) -> None:
-        import time
-
         self._clock = clock or time.time
         self._lock = threading.Lock()
         self._subscribers: list[Subscriber] = []
