@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapter.discovery import MCPServerAdapter
+from gateway.app import FIRST_SYNC_GC_PAUSE_LIMIT, pause_collector_until
 from registry.state import StateChange, StateStore
 from remote.base import ConfigKey, ServiceInstance, ServiceKey, tools_spec_key
 from remote.memory import MemorySource
@@ -72,12 +73,15 @@ async def initial_sync(n: int, tools: int) -> tuple[float, float, MemorySource, 
     before = rss_bytes()
     store = StateStore()
     adapter = MCPServerAdapter(source, store, interval=3600)
+    synced = asyncio.Event()
+    # The gateway pauses the collector during its first sync and freezes the result: do the same.
+    pause = asyncio.create_task(pause_collector_until(synced, FIRST_SYNC_GC_PAUSE_LIMIT))
     started = time.perf_counter()
     await adapter.quiesce()
     elapsed = time.perf_counter() - started
-    gc.collect()
+    synced.set()
+    await pause
     per_tool = (rss_bytes() - before) / (n * tools)
-    gc.freeze()  # as the gateway does once its first sync is applied
     assert len(store.current.servers) == n, "not every server was applied"
     return elapsed, per_tool, source, store, adapter
 

@@ -342,7 +342,8 @@ class ConfigConverter:
             raise ConversionError("tools spec not found; it may still be being written", **tools_where)
         tools_raw = self._tools_json(snap.tools_spec, tools_where)
         config, resolved = self._credentials(snap, tools_raw, tools_where)
-        tools_raw = _substitute(tools_raw, resolved)
+        if resolved:
+            tools_raw = _substitute(tools_raw, resolved)
         try:
             tools_spec = ToolsSpec.model_validate(tools_raw)
         except ValidationError as exc:
@@ -395,6 +396,11 @@ class ConfigConverter:
     ) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
         credentials: dict[str, Any] = {}
         resolved: dict[tuple[str, str], str] = {}
+        # Most specs reference no credential: skip the walk when the text cannot hold a reference
+        # (a JSON \\u escape could spell one without the literal "${nacos.", so that case walks).
+        text_of_spec = snap.tools_spec or ""
+        if "${nacos." not in text_of_spec and "\\u" not in text_of_spec:
+            return {"credentials": credentials}, resolved
         for path, text in _walk_strings(tools_raw, "$"):
             for data_id, group in CREDENTIAL_REF.findall(text):
                 key = ConfigKey(snap.namespace, group, data_id)

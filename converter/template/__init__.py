@@ -35,6 +35,7 @@ string literals: templates and their data hold credentials.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -122,6 +123,13 @@ def parse(source: str, *, name: str = "template") -> GoTemplate:
     """Compile ``source``; raise TemplateError("template 'name' line L col C: reason") if it cannot run."""
     if not isinstance(source, str):
         raise TemplateError(f"template {name!r}: the template must be a string, not {type(source).__name__}")
+    return _parse_cached(source, name)
+
+
+# Compiled templates are immutable, and the same template text recurs across tools and servers
+# (response bodies, auth headers) and across every version of a spec: parse each text once.
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_cached(source: str, name: str) -> GoTemplate:
     try:
         parser = Parser(source, name)
         root = parser.parse()

@@ -180,6 +180,44 @@ def test_an_invalid_schema_is_a_conversion_error_at_its_json_path() -> None:
     assert "not a valid JSON Schema" in caught.value.reason
 
 
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ({"type": "object", "properties": {"code": {"type": "string", "pattern": "(("}}},
+         "$.inputSchema.properties.code.pattern"),
+        ({"type": "object", "patternProperties": {"[a-": {"type": "string"}}}, "$.inputSchema.patternProperties.[a-"),
+        ({"type": "object", "properties": {"tag": {"type": "string", "pattern": "\\p{L}+"}}},
+         "$.inputSchema.properties.tag.pattern"),
+    ],
+)
+def test_a_pattern_the_validator_cannot_compile_is_a_conversion_error_not_a_call_time_crash(
+    schema: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(ConversionError) as caught:
+        ArgumentValidator(schema)
+
+    assert caught.value.path == path
+    assert "regular expression" in caught.value.reason
+
+
+def test_pattern_keys_inside_instance_data_are_not_taken_for_regexes() -> None:
+    schema = {"type": "object", "properties": {"rule": {"type": "object", "default": {"pattern": "(("},
+                                                        "examples": [{"pattern": "[a-"}]}}}
+
+    assert ArgumentValidator(schema).validate({}) == {"rule": {"pattern": "(("}}
+
+
+def test_a_remote_reference_in_a_schema_is_not_fetched_when_the_schema_is_checked() -> None:
+    # A routable-looking but blackholed address: a fetch would hang or fail, not return quickly and cleanly.
+    schema = {"$schema": "http://10.255.255.1/meta.json", "type": "object",
+              "properties": {"a": {"$ref": "http://10.255.255.1/defs.json"}}}
+
+    validator = ArgumentValidator(schema)
+
+    with pytest.raises(InvocationError, match="cannot be resolved"):
+        validator.validate({"a": 1})
+
+
 def test_a_schema_that_is_not_an_object_is_a_conversion_error() -> None:
     with pytest.raises(ConversionError) as caught:
         ArgumentValidator(["not", "a", "schema"])  # type: ignore[arg-type]
