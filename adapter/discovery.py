@@ -5,8 +5,11 @@ Like kopf, the decision of what to stop and start is ONE pure function,
 deliberately slow and sure — a server must be absent from two listings in a
 row and its versions file must be gone — because a flaky listing (an admin
 API restart, a paging glitch, a sudden empty answer) must never wipe healthy
-servers.  Explicit deletions are fast anyway: deleting a server deletes its
-versions file, which its listener sees within milliseconds.
+servers.  A sudden empty listing stops nothing; only when it repeats are the
+servers it omits checked, one by one, for their versions file (so deleting
+the last server still ends its listener).  Explicit deletions are fast
+anyway: deleting a server deletes its versions file, which its listener sees
+within milliseconds.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from adapter.listener import ConfigListener
+from adapter.listener import BackendTools, ConfigListener
 from converter.converter import ConfigConverter
 from registry.errors import SourceError
 from registry.state import StateStore
@@ -33,20 +36,20 @@ class DiscoveryPlan:
     start: frozenset[str]
     absent: frozenset[str]
     """Absent for the first time: look again next pass."""
-    empty_listing_ignored: bool = False
+    suspicious_empty_listing: bool = False
+    """The listing was empty while servers run: trusted only once repeated and confirmed per server."""
 
 
 def plan_discovery(listed: Collection[str], running: Collection[str], absent_before: Collection[str]) -> DiscoveryPlan:
     """Diff the listing against the running listeners: stop removed first, then start new."""
     listed_set, running_set = set(listed), set(running)
-    if not listed_set and running_set:
-        return DiscoveryPlan(frozenset(), frozenset(), frozenset(absent_before), empty_listing_ignored=True)
     missing = running_set - listed_set
     confirmed = missing & set(absent_before)
     return DiscoveryPlan(
         stop=frozenset(confirmed),
         start=frozenset(listed_set - running_set),
         absent=frozenset(missing - confirmed),
+        suspicious_empty_listing=not listed_set and bool(running_set),
     )
 
 
@@ -77,12 +80,14 @@ class MCPServerAdapter:
         namespace: str = DEFAULT_NAMESPACE,
         interval: float = 10.0,
         converter: ConfigConverter | None = None,
+        backend_tools: BackendTools | None = None,
     ) -> None:
         self._source = source
         self._store = store
         self._namespace = namespace
         self._interval = interval
         self._converter = converter or ConfigConverter()
+        self._backend_tools = backend_tools
         self._listeners: dict[str, ConfigListener] = {}
         self._absent: frozenset[str] = frozenset()
         self._wake = asyncio.Event()
@@ -130,8 +135,9 @@ class MCPServerAdapter:
                 log.warning("discovery.listing_failed", error=str(exc))
                 raise
             plan = plan_discovery([s.id for s in listing], self._listeners.keys(), self._absent)
-            if plan.empty_listing_ignored:
-                log.warning("discovery.empty_listing_ignored", running=len(self._listeners))
+            if plan.suspicious_empty_listing:
+                log.warning("discovery.empty_listing", running=len(self._listeners),
+                            stopping_if_versions_file_gone=len(plan.stop))
             absent = set(plan.absent)
             for server_id in sorted(plan.stop):
                 if await self._source.get_config(versions_key(server_id, self._namespace)) is not None:
@@ -149,6 +155,7 @@ class MCPServerAdapter:
                     source=self._source,
                     store=self._store,
                     converter=self._converter,
+                    backend_tools=self._backend_tools,
                 )
                 self._listeners[server_id] = listener
                 listener.start()

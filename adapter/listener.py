@@ -10,16 +10,29 @@ awaits them; calling back into it from there deadlocks).  One task per
 server then re-derives everything from the recorded contents, so a burst of
 events coalesces into one or two reconciles, two reconciles of one server
 never overlap, and a slow server never blocks another.
+
+A proxied MCP server whose tools spec lists no tools gets its tools from
+the backend itself: with a ``BackendTools`` fetcher injected, the listing
+of one routable instance becomes part of the snapshot, so the converter
+checks it like spec tools and the server is applied whole or not at all.
+It is fetched again when the version, the route or the routable instances
+change, and when the backend says its tool list changed.  A failed fetch
+keeps the last good tools (instance changes still go through), records the
+error in the server status and retries with back-off on a timer, so the
+listener goes idle meanwhile and never holds up readiness or other servers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import structlog
 
 from converter.converter import (
+    BACKEND_TOOLS_FILE,
     ConfigConverter,
     DisabledServer,
     ServerSnapshot,
@@ -29,8 +42,9 @@ from converter.converter import (
     select_version,
     service_key_of,
 )
-from registry.errors import ConversionError, SourceError, StateError
-from registry.state import StateStore
+from registry.errors import ConversionError, McpgwError, SourceError, StateError
+from registry.models import Instance, Route, ServerModels
+from registry.state import ServerPhase, StateStore
 from remote.base import (
     ConfigKey,
     RemoteClient,
@@ -47,6 +61,35 @@ RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 10.0
 
 
+class BackendTools(Protocol):
+    """Lists the tools of a proxied MCP server's backend (implemented in gateway/, over the upstream pool)."""
+
+    async def list_tools(self, route: Route, instances: Sequence[Instance]) -> list[dict[str, Any]]:
+        """The backend's tools as MCP ``Tool`` JSON, from the first of ``instances`` that answers.
+
+        ``instances`` are routable, in order of preference.  Raises ``McpgwError`` when none answers.
+        """
+        ...
+
+    def watch(self, server_id: str, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change`` when a backend instance last listed for the server may have other tools now.
+
+        Returns the function that stops watching.
+        """
+        ...
+
+
+ListingKey = tuple[str, str, str, tuple[str, ...]]
+"""What a backend listing depends on: version, transport, exportPath, routable instance ids."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    phase: ServerPhase
+    message: str
+    error: Mapping[str, str] | None = None
+
+
 class ConfigListener:
     """Follows one server; owns every watch it opens and cancels them on stop."""
 
@@ -58,6 +101,7 @@ class ConfigListener:
         source: RemoteClient,
         store: StateStore,
         converter: ConfigConverter,
+        backend_tools: BackendTools | None = None,
     ) -> None:
         self.server_id = server_id
         self.namespace = namespace
@@ -74,6 +118,14 @@ class ConfigListener:
         self._task: asyncio.Task[None] | None = None
         self._name = ""
         self.reconciles = 0
+        self._backend_tools = backend_tools
+        self._listing: tuple[Mapping[str, Any], ...] | None = None
+        self._listing_key: ListingKey | None = None
+        self._refetch = False
+        self._unwatch: Callable[[], None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = RETRY_INITIAL_S
+        self.backend_fetches = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -91,6 +143,7 @@ class ConfigListener:
                 if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
             self._task = None
+        self._forget_backend_tools()
         await self._release(keep=())
         await self._set_service(None)
         self._idle.set()
@@ -203,6 +256,7 @@ class ConfigListener:
             # Deleting a server (or its last version) deletes the versions file.
             await self._release(keep=(vkey,))
             await self._set_service(None)
+            self._forget_backend_tools()
             self._store.remove(self.server_id)
             return
         try:
@@ -211,6 +265,7 @@ class ConfigListener:
             if not versions.enabled:
                 await self._release(keep=(vkey,))
                 await self._set_service(None)
+                self._forget_backend_tools()
                 self._store.remove(
                     self.server_id, phase="disabled", name=versions.name,
                     version=versions.latestPublishedVersion, message="disabled in its versions file",
@@ -260,28 +315,121 @@ class ConfigListener:
             tools_spec=tools_content,
             instances=self._instances,
             credentials={key: self._contents.get(key) for key in creds},
+            backend_tools=self._listing,
         )
+        problem: _Problem | None = None
         try:
             result = self._converter.convert(snapshot)
+            if isinstance(result, ServerModels) and result.tools_from_backend and self._backend_tools is not None:
+                result, problem = await self._with_backend_tools(self._backend_tools, snapshot, result)
+            else:
+                self._forget_backend_tools()
         except ConversionError as exc:
             self._problem(exc, version=version)
             return
-        if result is None:
-            return
         if isinstance(result, DisabledServer):
+            self._forget_backend_tools()
             self._store.remove(
                 self.server_id, phase="disabled", name=result.name, version=result.version,
                 message="disabled in its server spec",
             )
             return
+        if result is not None and (problem is None or self._differs_from_served(result)):
+            self._apply(result, version)
+        if problem is not None:
+            self._store.record_problem(
+                self.server_id, name=self._name, phase=problem.phase, version=version,
+                message=problem.message, error=problem.error,
+            )
+
+    def _differs_from_served(self, models: ServerModels) -> bool:
+        served = self._store.current.servers.get(self.server_id)
+        return served is None or served.fingerprint != models.fingerprint
+
+    def _apply(self, models: ServerModels, version: str) -> None:
         try:
-            self._store.apply(result)
+            self._store.apply(models)
         except StateError as exc:
             self._store.record_problem(
                 self.server_id, name=self._name, phase="error", version=version, message=str(exc),
                 error={"server_id": self.server_id, "version": version, "file": "", "tool": "",
                        "path": "$", "reason": str(exc)},
             )
+
+    # -- tools listed by the backend ---------------------------------------
+
+    async def _with_backend_tools(
+        self, fetcher: BackendTools, snapshot: ServerSnapshot, models: ServerModels
+    ) -> tuple[ServerModels | None, _Problem | None]:
+        """``models`` with the backend's tools, and what to record when they could not be (re)listed."""
+        routable = models.cluster.routable_instances if models.cluster is not None else ()
+        key: ListingKey = (models.version, models.route.backend, models.route.export_path,
+                           tuple(i.id for i in routable))
+        if self._listing is not None and key == self._listing_key and not self._refetch:
+            return models, None
+        if self._unwatch is None:
+            self._unwatch = fetcher.watch(self.server_id, self._on_backend_tools_changed)
+        if not routable:
+            if self._listing is not None:
+                # Calls fail with "no healthy instance" meanwhile; the tools stay listed until one is back.
+                return models, None
+            service = models.cluster.service if models.cluster is not None else "its serviceRef"
+            return None, _Problem("pending", f"waiting for a healthy instance of {service} to list its tools")
+        self._refetch = False
+        self.backend_fetches += 1
+        try:
+            listing = tuple(await fetcher.list_tools(models.route, routable))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return (models if self._listing is not None else None), self._backend_failed(exc, models)
+        converted = self._converter.convert(replace(snapshot, backend_tools=listing))
+        # Only a listing that converted becomes the last good one.
+        self._listing, self._listing_key = listing, key
+        self._cancel_retry()
+        self._retry_delay = RETRY_INITIAL_S
+        return (converted if isinstance(converted, ServerModels) else None), None
+
+    def _backend_failed(self, exc: Exception, models: ServerModels) -> _Problem:
+        delay = self._retry_delay
+        self._retry_delay = min(delay * 2, RETRY_MAX_S)
+        self._refetch = True
+        self._cancel_retry()
+        self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
+        if isinstance(exc, McpgwError):
+            reason = str(exc)
+            log.warning("listener.backend_tools_failed", server_id=self.server_id, error=reason, retry_in=delay)
+        else:
+            reason = f"unexpected {type(exc).__name__}"
+            log.error("listener.backend_tools_failed", server_id=self.server_id, retry_in=delay, exc_info=exc)
+        kept = "keeping the tools listed before, " if self._listing is not None else ""
+        message = f"cannot list the backend's tools ({kept}retrying): {reason}"
+        return _Problem("error", message, {
+            "server_id": self.server_id, "version": models.version, "file": BACKEND_TOOLS_FILE,
+            "tool": "", "path": "$", "reason": message,
+        })
+
+    def _on_backend_tools_changed(self) -> None:
+        self._refetch = True
+        self.mark_dirty()
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self.mark_dirty()
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _forget_backend_tools(self) -> None:
+        self._cancel_retry()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        self._listing = self._listing_key = None
+        self._refetch = False
+        self._retry_delay = RETRY_INITIAL_S
 
     def _problem(self, exc: ConversionError, *, version: str | None) -> None:
         log.warning("listener.rejected", server_id=self.server_id, version=version, error=exc.describe())

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from converter.arguments import ArgumentValidator
-from converter.models import ServerSpec, ToolsSpec, VersionsFile
+from converter.models import ServerSpec, ToolDefinition, ToolsSpec, VersionsFile
 from converter.rest import compile_rest_binding
 from registry.errors import ConversionError
 from registry.models import BackendKind, Cluster, Instance, Route, ServerModels, Tool, sanitize_name
@@ -55,6 +55,9 @@ class ServerSnapshot:
     tools_spec: str | None = None
     instances: tuple[ServiceInstance, ...] | None = None
     credentials: Mapping[ConfigKey, str | None] = field(default_factory=lambda: MappingProxyType({}))
+    backend_tools: tuple[Mapping[str, Any], ...] | None = None
+    """What a proxied MCP backend answered to ``tools/list`` (MCP ``Tool`` objects as JSON); only
+    used when the tools spec lists no tools.  ``None``: not fetched (yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +245,34 @@ def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk_strings(v, f"{path}.{k}")
 
 
+BACKEND_TOOLS_FILE = "tools/list of the backend"
+"""What errors in a backend's tool list name as their file: the listing, not a Nacos config."""
+
+
+def _backend_definitions(
+    listing: Iterable[Mapping[str, Any]], where: Mapping[str, str]
+) -> list[tuple[str, ToolDefinition]]:
+    """The backend's ``tools/list`` answer as tool definitions, checked like a tools spec's.
+
+    The answer is another program's output: a malformed entry is a conversion
+    error of the server (last-known-good keeps serving), never a crash.
+    """
+    definitions: list[tuple[str, ToolDefinition]] = []
+    for index, entry in enumerate(listing):
+        path = f"$.tools[{index}]"
+        try:
+            definition = ToolDefinition.model_validate(dict(entry))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConversionError(
+                f"the backend listed a tool that is not valid: {first['msg']}",
+                path=_pydantic_path(first["loc"]).replace("$", path, 1),
+                **where,
+            ) from exc
+        definitions.append((path, definition))
+    return definitions
+
+
 _VALIDATOR_CACHE_SIZE = 250_000
 """Above the distinct schemas of 10,000 servers x 10 tools: a miss costs a meta-schema check (~0.5 ms)."""
 _validators: OrderedDict[str, ArgumentValidator] = OrderedDict()
@@ -351,14 +382,23 @@ class ConfigConverter:
             raise ConversionError(
                 f"tools spec: {first['msg']}", path=_pydantic_path(first["loc"]), **tools_where
             ) from exc
-        tools = self._tools(tools_spec, tools_raw, route, cluster, backend, tools_where)
+        tools_from_backend = backend != "rest" and not tools_spec.tools
+        definitions: list[tuple[str, ToolDefinition]] = [
+            (f"$.tools[{index}]", definition) for index, definition in enumerate(tools_spec.tools)
+        ]
+        definitions_where = tools_where
+        if tools_from_backend and snap.backend_tools is not None:
+            definitions_where = {**tools_where, "file": BACKEND_TOOLS_FILE}
+            definitions = _backend_definitions(snap.backend_tools, definitions_where)
+        tools = self._tools(definitions, tools_spec, tools_raw, route, cluster, backend, definitions_where)
         # Only what is served counts: a draft added to the versions file, or reformatted JSON, is no change.
         fingerprint = _digest(
             version,
             _canonical(spec.model_dump(by_alias=True)),
             ",".join(t.fingerprint for t in tools),
             _canonical(sorted(config["credentials"].items())),
-            _canonical([(i.id, i.weight, i.healthy, i.enabled, i.scheme) for i in cluster.instances])
+            _canonical([(i.id, i.weight, i.healthy, i.enabled, i.scheme, sorted(i.metadata.items()))
+                        for i in cluster.instances])
             if cluster
             else "",
         )
@@ -374,7 +414,7 @@ class ConfigConverter:
             tools=tools,
             fingerprint=fingerprint,
             template_config=MappingProxyType(config),
-            tools_from_backend=backend != "rest" and not tools_spec.tools,
+            tools_from_backend=tools_from_backend,
         )
 
     @staticmethod
@@ -418,6 +458,7 @@ class ConfigConverter:
 
     @staticmethod
     def _tools(
+        definitions: Iterable[tuple[str, ToolDefinition]],
         spec: ToolsSpec,
         raw: Mapping[str, Any],
         route: Route,
@@ -429,9 +470,8 @@ class ConfigConverter:
         tools: list[Tool] = []
         meta_raw = raw.get("toolsMeta") or {}
         schemes = [s.model_dump(by_alias=True, exclude_none=True) for s in spec.securitySchemes]
-        for index, definition in enumerate(spec.tools):
+        for path, definition in definitions:
             name = definition.name
-            path = f"$.tools[{index}]"
             if name in seen:
                 raise ConversionError(
                     "two tools have this name; tool names must be unique in a server",

@@ -6,6 +6,7 @@ gives the Starlette app uvicorn serves:
 - ``/mcp`` and ``/mcp/{server}``: MCP Streamable HTTP (gateway.mcp_endpoints)
 - ``/healthz``: the process is up; ``/readyz``: 200 once the first full sync is applied
 - ``/admin/state``: the state as JSON (no secrets); ``/metrics``: Prometheus
+- ``/api/mcp/servers``: servers that register themselves (gateway.connect_api)
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ from starlette.routing import Route
 
 from adapter.discovery import MCPServerAdapter
 from gateway.catalog import GatewayCatalog
+from gateway.connect_api import ConnectApi
 from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
-from gateway.mcp_upstream import McpUpstreamPool
+from gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
 from gateway.settings import Settings
 from registry.describe import describe_state
+from registry.health import HealthChecker, HttpProbe
 from registry.managers import ClusterManager
+from registry.server_register import ServerRegister
 from registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
 from remote.base import RemoteClient
+from remote.overlay import RegisteringSource
 
 log = structlog.get_logger("mcpgw.gateway")
 
@@ -157,21 +162,31 @@ class Gateway:
     def __init__(self, settings: Settings, source: RemoteClient | None = None) -> None:
         self.settings = settings
         self.store = StateStore(AggregateNaming(settings.aggregate_naming, settings.aggregate_separator))
-        self.clusters = ClusterManager(self.store)
+        self.clusters = ClusterManager(self.store, settings.balancing.policy())
         self.source = source if source is not None else make_source(settings)
+        # Self-registered servers (the connect API) join the source's instances through this wrapper.
+        self.servers = ServerRegister(settings.balancing.policy())
+        self.cluster_source = RegisteringSource(self.source, self.servers, namespace=settings.namespace)
+        self.mcp_pool = McpUpstreamPool()
         self.adapter = MCPServerAdapter(
-            self.source, self.store, namespace=settings.namespace, interval=settings.discovery_interval
+            self.cluster_source, self.store, namespace=settings.namespace, interval=settings.discovery_interval,
+            backend_tools=McpBackendTools(self.mcp_pool, timeout=settings.upstream_timeout),
         )
         self.http = httpx.AsyncClient(
             follow_redirects=False,
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
             trust_env=False,
         )
-        self.mcp_pool = McpUpstreamPool()
         self.catalog = GatewayCatalog(
-            self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool, timeout=settings.upstream_timeout
+            self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
+            timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
         )
-        self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=settings.upstream_timeout + 5))
+        self.health = HealthChecker(
+            self.store, self.clusters, settings.balancing.health_check_for, HttpProbe(self.http)
+        )
+        self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=self.catalog.longest_timeout + 5))
+        self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
+                                      token=settings.connect_token)
         self.metrics = CollectorRegistry()
         self.metrics.register(_StateCollector(self))
         self.started_at = time.time()
@@ -181,11 +196,11 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        await self.source.start()
+        await self.cluster_source.start()
         discovery = asyncio.create_task(self.adapter.run(), name="discovery")
         freezer = asyncio.create_task(self._freeze_after_first_sync(), name="gc-freeze")
         try:
-            async with self.endpoints.run():
+            async with self.health.running(), self.endpoints.run():
                 yield
         finally:
             for task in (freezer, discovery):
@@ -193,9 +208,10 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.adapter.close()
+            await self.catalog.aclose()
             await self.mcp_pool.close()
             await self.http.aclose()
-            await self.source.stop()
+            await self.cluster_source.stop()
             self.clusters.close()
 
     async def healthz(self, request: Request) -> Response:
@@ -224,6 +240,7 @@ class Gateway:
             Route("/readyz", self.readyz),
             Route("/admin/state", self.admin_state),
             Route("/metrics", self.metrics_endpoint),
+            *self.connect_api.routes(),
             *self.endpoints.routes(),
         ]
         return Starlette(routes=routes, lifespan=lifespan)

@@ -10,16 +10,25 @@ visible to the very next call) and turns a ``tools/call`` into either:
 - MCP proxy: forward the call through the pooled SDK client session of the
   chosen instance, at the server's ``exportPath``.
 
-Connection failures are retried on another instance; any failure is retried
-for idempotent tools (GET/HEAD, or ``readOnlyHint``/``idempotentHint``),
-within a small budget.  Every failure the client sees is one sentence naming
-what failed — never a credential, header value or stack trace.
+Failures where the request never reached the backend are retried on another
+instance; any failure (an error, a timeout, a 5xx answer) is retried for
+idempotent tools (GET/HEAD, or ``readOnlyHint``/``idempotentHint``). Retries
+are bounded three ways: ``MAX_ATTEMPTS`` per call, the call's ``timeout``
+(which covers every attempt, so the client always hears back within it), and
+the cluster's retry budget (a share of its recent calls), so a failing
+cluster under load is not hit by a retry storm. Timeouts are set per tool,
+per service or by default (``TimeoutPolicy``).
+
+Instances that leave every cluster have their pooled MCP sessions closed.
+Every failure the client sees is one sentence naming what failed — never a
+credential, header value or stack trace.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -29,7 +38,14 @@ import structlog
 from converter.arguments import InvalidArguments
 from converter.rest import RestBinding, RestResult
 from gateway.mcp_endpoints import InvalidArgumentsError, UnknownToolError
-from gateway.mcp_upstream import McpUpstreamPool
+from gateway.mcp_upstream import (
+    McpUpstreamPool,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamTransport,
+    UpstreamUnavailable,
+)
+from registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
 from registry.errors import InvocationError
 from registry.managers import ClusterManager
 from registry.models import Instance, ServerModels, Tool
@@ -51,6 +67,19 @@ class UpstreamError(InvocationError):
         super().__init__(message)
         self.connect_failed = connect_failed
         """The request never reached the backend, so retrying elsewhere is always safe."""
+
+
+class _FailedAnswer(Exception):
+    """A backend's 5xx answer: the client gets ``result`` unless an idempotent call is retried elsewhere."""
+
+    def __init__(self, result: types.CallToolResult) -> None:
+        super().__init__("backend answered with a server error")
+        self.result = result
+
+
+_Attempt = Callable[[Instance | None, ClusterRuntime | None, float, float], Awaitable[types.CallToolResult]]
+"""One attempt: (instance or ``None`` for an absolute URL, its cluster runtime, seconds it may take,
+the configured timeout to name in messages) → result, or ``UpstreamError`` / ``_FailedAnswer``."""
 
 
 def to_mcp_tool(public_name: str, tool: Tool) -> types.Tool:
@@ -96,14 +125,21 @@ class GatewayCatalog:
         *,
         http: httpx.AsyncClient,
         mcp_pool: McpUpstreamPool,
-        timeout: float = 30.0,
+        timeouts: TimeoutPolicy | None = None,
     ) -> None:
         self._store = store
         self._clusters = clusters
         self._http = http
         self._mcp = mcp_pool
-        self._timeout = timeout
+        self._timeouts = timeouts or TimeoutPolicy()
         self._listing_cache: dict[str, tuple[object, list[types.Tool]]] = {}
+        self._evictions: set[asyncio.Task[None]] = set()
+        self._unsubscribe_departures = clusters.on_departure(self._on_departure)
+
+    @property
+    def longest_timeout(self) -> float:
+        """The longest any tool call may take: the MCP endpoints must wait at least this long."""
+        return self._timeouts.longest
 
     # -- ToolCatalog -------------------------------------------------------
 
@@ -154,6 +190,10 @@ class GatewayCatalog:
 
     # -- invocation ----------------------------------------------------------
 
+    def _limits(self, server: ServerModels, tool: Tool) -> CallLimits:
+        cluster = self._store.current.clusters.get(tool.cluster) if tool.cluster else None
+        return self._timeouts.limits(server.name, server.server_id, tool.name, cluster)
+
     def _pick(self, server: ServerModels, tool: Tool, session_id: str | None, tried: set[str]) -> Instance:
         if tool.cluster is None:
             raise NoHealthyInstance(f"server {server.name} has no backend service (serviceRef) for tool {tool.name}")
@@ -167,6 +207,65 @@ class GatewayCatalog:
             )
         return instance
 
+    async def _with_retries(
+        self, server: ServerModels, tool: Tool, session_id: str | None, attempt: _Attempt
+    ) -> types.CallToolResult:
+        """Run ``attempt`` on picked instances until one answers, within the call's limits and retry budget.
+
+        A failure is retried on an instance not tried yet when the request
+        never reached the backend, or for any failure of an idempotent tool;
+        at most ``MAX_ATTEMPTS`` attempts, only while the call's ``timeout``
+        has time left and the cluster's retry budget allows.
+        """
+        limits = self._limits(server, tool)
+        runtime = self._clusters.runtime(tool.cluster) if tool.cluster else None
+        if runtime is not None:
+            runtime.retry_budget.record_call()
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + limits.timeout
+        retry_any = is_idempotent(tool)
+        tried: set[str] = set()
+        failure: UpstreamError | _FailedAnswer | None = None
+        refusal = ""
+        for _ in range(MAX_ATTEMPTS):
+            remaining = deadline - clock()
+            if failure is not None:
+                retryable = retry_any or (isinstance(failure, UpstreamError) and failure.connect_failed)
+                if not retryable or runtime is None or remaining <= 0:
+                    break
+                if not runtime.retry_budget.try_retry():
+                    # Counted in the cluster's stats; a log line per refusal would be a storm of its own.
+                    log.debug("call.retry_refused", server=server.name, tool=tool.name, cluster=runtime.name)
+                    refusal = f"; not retried: the retry budget of cluster {runtime.name} is spent"
+                    break
+            instance = None
+            if tool.cluster is not None:
+                try:
+                    instance = self._pick(server, tool, session_id, tried)
+                except NoHealthyInstance:
+                    if failure is None:
+                        raise
+                    break
+            # The attempt gets the per-try timeout unless the whole call's deadline comes first;
+            # the message names whichever configured limit ran out.
+            if limits.try_timeout is not None and limits.try_timeout < remaining:
+                budget, shown = limits.try_timeout, limits.try_timeout
+            else:
+                budget, shown = remaining, limits.timeout
+            try:
+                return await attempt(instance, runtime, budget, shown)
+            except (UpstreamError, _FailedAnswer) as exc:
+                failure = exc
+            if instance is not None:
+                tried.add(instance.id)
+                log.debug("call.attempt_failed", server=server.name, tool=tool.name, instance=instance.id)
+        assert failure is not None
+        if isinstance(failure, _FailedAnswer):
+            return failure.result
+        if refusal:
+            raise UpstreamError(str(failure) + refusal, connect_failed=failure.connect_failed) from failure
+        raise failure
+
     async def _call_rest(
         self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None
     ) -> types.CallToolResult:
@@ -175,53 +274,49 @@ class GatewayCatalog:
         config = server.template_config
         if binding.is_direct:
             return _result(binding.render_direct(args, config))
-        if tool.cluster is None:
-            request = binding.build_request(args, config, None)
-            return await self._send_rest(binding, tool, request, None, has_output=tool.output_schema is not None)
-        tried: set[str] = set()
-        retry_any = is_idempotent(tool)
-        last_error: InvocationError | None = None
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                instance = self._pick(server, tool, None, tried)
-            except NoHealthyInstance:
-                if last_error is not None:
-                    raise last_error from None
-                raise
-            request = binding.build_request(args, config, instance.base_url)
-            try:
-                result = await self._send_rest(binding, tool, request, instance,
-                                               has_output=tool.output_schema is not None)
-            except UpstreamError as exc:
-                tried.add(instance.id)
-                last_error = exc
-                if exc.connect_failed or retry_any:
-                    continue
-                raise
-            return result
-        assert last_error is not None
-        raise last_error
+        has_output = tool.output_schema is not None
 
-    async def _send_rest(self, binding: RestBinding, tool: Tool, request: Any, instance: Instance | None,
-                         *, has_output: bool) -> types.CallToolResult:
-        runtime = self._clusters.runtime(tool.cluster) if tool.cluster and instance else None
+        async def attempt(
+            instance: Instance | None, runtime: ClusterRuntime | None, budget: float, shown: float
+        ) -> types.CallToolResult:
+            request = binding.build_request(args, config, instance.base_url if instance else None)
+            where = instance.id if instance else "the configured URL"
+            status, headers, body = await self._send(tool, request, instance, runtime, budget, shown, where)
+            result = _result(binding.map_response(status, headers, body, has_output_schema=has_output))
+            if status >= 500:
+                raise _FailedAnswer(result)
+            return result
+
+        return await self._with_retries(server, tool, None, attempt)
+
+    async def _send(
+        self,
+        tool: Tool,
+        request: Any,
+        instance: Instance | None,
+        runtime: ClusterRuntime | None,
+        budget: float,
+        shown: float,
+        where: str,
+    ) -> tuple[int, Mapping[str, str], bytes]:
         if runtime is not None and instance is not None:
             runtime.record_start(instance.id)
         started = time.perf_counter()
         ok = False
         timed_out = False
-        where = instance.id if instance else "the configured URL"
         try:
-            response = await self._http.request(
-                request.method, request.url, headers=list(request.headers), content=request.body,
-                timeout=self._timeout,
-            )
+            # httpx's timeout bounds each phase (connect, each read); asyncio's bounds the whole exchange.
+            async with asyncio.timeout(budget):
+                response = await self._http.request(
+                    request.method, request.url, headers=list(request.headers), content=request.body,
+                    timeout=budget,
+                )
             ok = response.status_code < 500
-        except httpx.TimeoutException as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
             timed_out = True
             raise UpstreamError(
-                f"tool {tool.name}: backend {where} did not answer within {self._timeout:g} s",
-                connect_failed=isinstance(exc, httpx.ConnectTimeout),
+                f"tool {tool.name}: backend {where} did not answer within {shown:g} s",
+                connect_failed=isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
             ) from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(
@@ -231,27 +326,72 @@ class GatewayCatalog:
         finally:
             if runtime is not None and instance is not None:
                 runtime.record_finish(instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out)
-        headers: Mapping[str, str] = response.headers
-        mapped = binding.map_response(response.status_code, headers, response.content, has_output_schema=has_output)
-        return _result(mapped)
+        return response.status_code, response.headers, response.content
 
     async def _call_mcp(self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None,
                         session_id: str | None) -> types.CallToolResult:
         if tool.validator is not None:
             arguments = tool.validator.validate(arguments)
-        instance = self._pick(server, tool, session_id, set())
-        runtime = self._clusters.runtime(tool.cluster) if tool.cluster else None
-        if runtime is not None:
-            runtime.record_start(instance.id)
-        started = time.perf_counter()
-        ok = False
-        try:
-            result = await self._mcp.call_tool(
-                instance.base_url, server.route.export_path, server.route.backend,  # type: ignore[arg-type]
-                tool.name, arguments, timeout=self._timeout,
-            )
-            ok = True
-            return result
-        finally:
+        transport: UpstreamTransport = server.route.backend  # type: ignore[assignment]
+
+        async def attempt(
+            instance: Instance | None, runtime: ClusterRuntime | None, budget: float, shown: float
+        ) -> types.CallToolResult:
+            assert instance is not None  # proxied servers always have a cluster
             if runtime is not None:
-                runtime.record_finish(instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=False)
+                runtime.record_start(instance.id)
+            started = time.perf_counter()
+            ok = False
+            timed_out = False
+            try:
+                # The pool bounds the call too; this bound holds even while it opens a session.
+                async with asyncio.timeout(budget):
+                    result = await self._mcp.call_tool(
+                        instance.base_url, server.route.export_path, transport, tool.name, arguments, timeout=budget
+                    )
+                ok = True
+                return result
+            except (TimeoutError, UpstreamTimeout) as exc:
+                timed_out = True
+                raise UpstreamError(
+                    f"tool {tool.name}: the MCP server {instance.id} did not answer within {shown:g} s; it may be "
+                    "overloaded or stuck. Retry later, or raise the tool's timeout in the gateway settings."
+                ) from exc
+            except UpstreamUnavailable as exc:
+                raise UpstreamError(f"tool {tool.name}: {exc}") from exc
+            except UpstreamProtocolError:
+                # The server answered: a protocol-level refusal says nothing about its health.
+                ok = True
+                raise
+            finally:
+                if runtime is not None:
+                    runtime.record_finish(
+                        instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out
+                    )
+
+        return await self._with_retries(server, tool, session_id, attempt)
+
+    # -- instances leaving -----------------------------------------------------
+
+    def _on_departure(self, cluster: str, left: tuple[Instance, ...]) -> None:
+        """Close pooled MCP sessions to instances no cluster uses any more, so they do not leak."""
+        in_use = {i.base_url for c in self._store.current.clusters.values() for i in c.instances}
+        gone = sorted({i.base_url for i in left} - in_use)
+        if not gone:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            log.warning("upstream.evict_skipped", cluster=cluster, instances=len(gone),
+                        reason="the state changed outside the event loop")
+            return
+        for base_url in gone:
+            task = loop.create_task(self._mcp.evict(base_url), name=f"mcp-evict:{base_url}")
+            self._evictions.add(task)
+            task.add_done_callback(self._evictions.discard)
+
+    async def aclose(self) -> None:
+        """Stop following departures and finish the evictions under way."""
+        self._unsubscribe_departures()
+        if self._evictions:
+            await asyncio.gather(*self._evictions, return_exceptions=True)

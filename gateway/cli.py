@@ -1,4 +1,4 @@
-"""The ``mcpgw`` command: serve, validate, replay, state.
+"""The ``mcpgw`` command: serve, validate, replay, state, register, publish.
 
 Every failure a user can cause (a bad flag, an unreadable tree, a port in
 use, an invalid spec) ends in one line on stderr and a non-zero exit, never
@@ -16,13 +16,16 @@ import logging
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
 import uvicorn
 
 from registry.errors import McpgwError
+
+if TYPE_CHECKING:
+    from adapter.publish import LoadedDocument
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -47,7 +50,9 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        cache_logger_on_first_use=True,
+        # Not cached: a cached module-level logger would keep whichever configuration it first met
+        # (tests capture logs after the CLI configured them); an uncached call costs ~1 µs.
+        cache_logger_on_first_use=False,
     )
 
 
@@ -195,6 +200,121 @@ def cmd_state(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- register ------------------------------------------------------------------
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    import os
+
+    from adapter.registration import RegisteredInstance, SelfRegistration, parse_metadata, run_until_signal
+
+    # The environment keeps the password out of the process list; only used alongside a username.
+    password = args.password if args.password is not None else os.environ.get("MCPGW_PASSWORD")
+    registration = SelfRegistration(
+        args.nacos, args.service, args.port, ip=args.ip, weight=args.weight,
+        metadata=parse_metadata(args.metadata), group=args.group, namespace=args.namespace,
+        username=args.username, password=password if args.username else args.password,
+    )
+    configure_logging("warning")
+
+    def announce_registered(instance: RegisteredInstance) -> None:
+        print(f"registered {instance} (ephemeral); SIGTERM or Ctrl-C deregisters it", flush=True)
+
+    def announce_deregistered(instance: RegisteredInstance) -> None:
+        print(f"deregistered {instance.address} from service {instance.service}", flush=True)
+
+    asyncio.run(run_until_signal(registration, on_registered=announce_registered,
+                                 on_deregistered=announce_deregistered))
+    return EXIT_OK
+
+
+# -- publish -------------------------------------------------------------------
+
+EXIT_TARGET = 3
+"""``mcpgw publish``: the target cannot be reached or rejects the credentials (retrying later may help)."""
+
+
+def _publish_usage(args: argparse.Namespace, nacos: str | None) -> str | None:
+    operation = args.set_latest or args.delete_version or args.delete
+    if args.path is None and args.server is None:
+        return "give a publish document or a directory of them (or --server NAME with --set-latest, " \
+               "--delete-version or --delete)"
+    if args.path is not None and args.server is not None:
+        return "give either a document path or --server NAME, not both"
+    if args.server is not None and not operation:
+        return "--server names a server for --set-latest, --delete-version or --delete; to publish, give a document"
+    if args.files is not None and args.raw:
+        return "--raw writes configs to Nacos and --files writes a files tree: choose one"
+    if args.files is None and not nacos:
+        return "give the target: --nacos HOST:PORT (or MCPGW_NACOS), or --files DIR"
+    return None
+
+
+async def _run_publish(
+    args: argparse.Namespace, documents: list[LoadedDocument], target_options: dict[str, Any]
+) -> None:
+    from adapter.publish import FilesTarget, Outcome, Publisher, PublishTarget, nacos_target
+
+    def say(outcome: Outcome) -> None:
+        print(outcome.message, flush=True)
+        for warning in outcome.warnings:
+            print(f"mcpgw: warning: {warning}", file=sys.stderr, flush=True)
+
+    async def run(target: PublishTarget) -> None:
+        publisher = Publisher(target, namespace=target_options["namespace"], dry_run=args.dry_run)
+        if not (args.set_latest or args.delete_version or args.delete):
+            await publisher.publish_all(documents, draft=args.draft, on_outcome=say)
+            return
+        for name in [args.server] if args.server else [d.name for d in documents]:
+            if args.set_latest:
+                outcome = await publisher.set_latest(name, args.set_latest)
+            elif args.delete_version:
+                outcome = await publisher.delete_version(name, args.delete_version)
+            else:
+                outcome = await publisher.delete(name)
+            say(outcome)
+
+    if args.files is not None:
+        await run(FilesTarget(args.files))
+        return
+    async with nacos_target(target_options.pop("nacos"), raw=args.raw, **target_options) as target:
+        await run(target)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import os
+
+    from adapter.publish import InvalidDocuments, load_documents
+    from registry.errors import SourceError
+
+    nacos = args.nacos or os.environ.get("MCPGW_NACOS")
+    usage = _publish_usage(args, nacos)
+    if usage is not None:
+        return _fail(usage, EXIT_USAGE)
+    namespace = args.namespace or os.environ.get("MCPGW_NAMESPACE") or "public"
+    target_options = {
+        "nacos": nacos,
+        "namespace": namespace,
+        "username": args.username or os.environ.get("MCPGW_USERNAME"),
+        # The environment keeps the password out of the process list.
+        "password": args.password if args.password is not None else os.environ.get("MCPGW_PASSWORD"),
+    }
+    configure_logging("warning")
+    try:
+        documents = load_documents(args.path, namespace=namespace) if args.path is not None else []
+        asyncio.run(_run_publish(args, documents, target_options))
+    except InvalidDocuments as exc:
+        for problem in exc.problems:
+            print(f"mcpgw: error: {problem.describe()}", file=sys.stderr)
+        print(f"mcpgw: {len(exc.problems)} problem(s); nothing was published", file=sys.stderr)
+        return EXIT_INVALID
+    except SourceError as exc:
+        return _fail(str(exc), EXIT_TARGET)
+    except McpgwError as exc:
+        return _fail(str(exc), EXIT_INVALID)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcpgw", description="An MCP gateway driven by Nacos MCP-registry configs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +346,47 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
     state.add_argument("--json", action="store_true", help="print JSON instead of a table")
     state.set_defaults(func=cmd_state)
+
+    register = sub.add_parser(
+        "register", help="register this host as an ephemeral instance of a Nacos service until stopped"
+    )
+    register.add_argument("--nacos", required=True, metavar="HOST:PORT", help="the Nacos server")
+    register.add_argument("--service", required=True, metavar="NAME", help="the service (a serviceRef's serviceName)")
+    register.add_argument("--port", required=True, type=int, help="the port the backend listens on")
+    register.add_argument("--ip", help="the address to register (default: this host's address towards Nacos)")
+    register.add_argument("--weight", type=float, default=1.0, help="load-balancing weight, 0-10000 (default 1)")
+    register.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                          help="instance metadata, repeatable (e.g. --metadata protocol=https)")
+    register.add_argument("--group", default="DEFAULT_GROUP", help="the service's group (default DEFAULT_GROUP)")
+    register.add_argument("--namespace", default="public", help="Nacos namespace (default public)")
+    register.add_argument("--username")
+    register.add_argument("--password", help="or set MCPGW_PASSWORD")
+    register.set_defaults(func=cmd_register)
+
+    publish = sub.add_parser(
+        "publish", help="publish MCP servers from YAML/JSON documents to Nacos or a files tree",
+        description="Publish one document per MCP server (a file, or every *.yaml/*.yml/*.json of a directory). "
+        "Every document is validated before anything is written. Exit 0 on success, 1 on invalid input or a "
+        "refused operation, 2 on usage errors, 3 when the target is unreachable or rejects the credentials.",
+    )
+    publish.add_argument("path", type=Path, nargs="?", help="a publish document or a directory of them")
+    publish.add_argument("--server", metavar="NAME", help="the server for --set-latest/--delete-version/--delete "
+                         "(instead of a document)")
+    publish_to = publish.add_mutually_exclusive_group()
+    publish_to.add_argument("--nacos", metavar="HOST:PORT", help="a Nacos 3 server (or MCPGW_NACOS)")
+    publish_to.add_argument("--files", type=Path, metavar="DIR", help="write a files tree in the Nacos layout")
+    publish.add_argument("--raw", action="store_true",
+                         help="write the three configs directly (Nacos 2.x) instead of using the Nacos 3 admin API")
+    publish.add_argument("--namespace", help="Nacos namespace (default public, or MCPGW_NAMESPACE)")
+    publish.add_argument("--username", help="or MCPGW_USERNAME")
+    publish.add_argument("--password", help="or MCPGW_PASSWORD")
+    operation = publish.add_mutually_exclusive_group()
+    operation.add_argument("--draft", action="store_true", help="publish without making it the latest version")
+    operation.add_argument("--set-latest", metavar="VERSION", help="serve this existing version")
+    operation.add_argument("--delete-version", metavar="VERSION", help="delete one version that is not served")
+    operation.add_argument("--delete", action="store_true", help="delete the server and all its versions")
+    publish.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
+    publish.set_defaults(func=cmd_publish)
     return parser
 
 

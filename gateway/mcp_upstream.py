@@ -19,6 +19,11 @@ only send requests over it.  A session is replaced when it breaks:
 A call whose connection drops after the request may have reached the backend
 is *not* retried: a tool call is not assumed to be idempotent.
 
+The pool also says when a backend's tools may have changed — it sent
+``notifications/tools/list_changed``, or a session had to be re-established
+(a restarted backend may be a new release) — so ``McpBackendTools``, the
+control plane's view of backend tool lists, can have them listed again.
+
 Every failure becomes an ``InvocationError`` subclass whose message names the
 backend address without credentials or query string (``exportPath`` may carry
 a token), says what happened and what to do.
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,9 +48,11 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from registry.errors import InvocationError
+from registry.models import Instance, Route
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams
+    from mcp.client.session import IncomingMessage
     from mcp.shared._stream_protocols import ReadStream
     from mcp.shared.message import SessionMessage
 
@@ -55,6 +62,7 @@ UpstreamTransport = Literal["mcp-streamable", "mcp-sse"]
 
 _DEFAULT_EXPORT_PATH: Final[dict[str, str]] = {"mcp-streamable": "/mcp", "mcp-sse": "/sse"}
 _LIST_PAGE_CAP: Final = 100
+_LISTING_ATTEMPTS: Final = 3
 _RESULT = TypeVar("_RESULT")
 
 
@@ -192,12 +200,16 @@ class _PooledSession:
         *,
         connect_timeout: float,
         client_info: types.Implementation,
+        on_tools_changed: Callable[[str], None],
+        replaces: bool,
     ) -> None:
         self.url = url
         self.address = public_address(url)
         self.transport: UpstreamTransport = transport
         self._connect_timeout = connect_timeout
         self._client_info = client_info
+        self._on_tools_changed = on_tools_changed
+        self._replaces = replaces
         self._client: Client | None = None
         self._ready = asyncio.Event()
         # Set when the session must go: closed by the pool, or its transport ended.
@@ -221,11 +233,14 @@ class _PooledSession:
                             cache=None,
                             client_info=self._client_info,
                             read_timeout_seconds=self._connect_timeout,
+                            message_handler=self._on_message,
                         )
                     )
                 self._client = client
                 self._ready.set()
                 log.info("upstream.session.opened", address=self.address, transport=self.transport)
+                if self._replaces:
+                    self._on_tools_changed(self.url)
                 await self._ended.wait()
         except Exception as exc:
             self.failure = exc
@@ -233,6 +248,11 @@ class _PooledSession:
         finally:
             self._client = None
             self._ready.set()
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            log.info("upstream.tools_changed", address=self.address)
+            self._on_tools_changed(self.url)
 
     async def client(self) -> Client:
         await self._ready.wait()
@@ -269,7 +289,26 @@ class McpUpstreamPool:
         self._client_info = types.Implementation(name=client_name, version=client_version)
         self._sessions: dict[tuple[str, UpstreamTransport], _PooledSession] = {}
         self._retired: set[_PooledSession] = set()
+        self._opened: set[tuple[str, UpstreamTransport]] = set()
+        self._tools_watchers: list[Callable[[str], None]] = []
         self._closed = False
+
+    def on_tools_changed(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(endpoint_url)`` when that backend's tools may have changed; returns unsubscribe."""
+        self._tools_watchers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._tools_watchers:
+                self._tools_watchers.remove(callback)
+
+        return unsubscribe
+
+    def _tools_changed(self, url: str) -> None:
+        for callback in list(self._tools_watchers):
+            try:
+                callback(url)
+            except Exception:
+                log.exception("upstream.tools_watcher_failed", address=public_address(url))
 
     async def call_tool(
         self,
@@ -325,6 +364,7 @@ class McpUpstreamPool:
         root = base_url.rstrip("/")
         leaving = [key for key in self._sessions if key[0] == root or key[0].startswith(root + "/")]
         sessions = [self._sessions.pop(key) for key in leaving]
+        self._opened.difference_update(leaving)
         await asyncio.gather(*(session.aclose(self._connect_timeout) for session in sessions))
 
     async def close(self) -> None:
@@ -333,6 +373,7 @@ class McpUpstreamPool:
         sessions = [*self._sessions.values(), *self._retired]
         self._sessions.clear()
         self._retired.clear()
+        self._opened.clear()
         await asyncio.gather(*(session.aclose(self._connect_timeout) for session in sessions))
 
     def _session(self, url: str, transport: UpstreamTransport) -> _PooledSession:
@@ -346,9 +387,11 @@ class McpUpstreamPool:
             if session is not None:
                 self._retire(session)
             session = _PooledSession(
-                url, transport, connect_timeout=self._connect_timeout, client_info=self._client_info
+                url, transport, connect_timeout=self._connect_timeout, client_info=self._client_info,
+                on_tools_changed=self._tools_changed, replaces=key in self._opened,
             )
             self._sessions[key] = session
+            self._opened.add(key)
         return session
 
     def _retire(self, session: _PooledSession) -> None:
@@ -420,3 +463,61 @@ class McpUpstreamPool:
                 f"The MCP server at {session.address} answered {what} with a result that is not valid MCP "
                 f"({exc.error_count()} schema errors); check the server's MCP SDK version."
             ) from exc
+
+
+class McpBackendTools:
+    """The tool lists of proxied MCP servers' backends, for the control plane.
+
+    Implements ``adapter.listener.BackendTools`` over the pool, so a listing
+    shares the pooled session that calls use and the pool's notice that a
+    backend's tools may have changed reaches the server's listener.
+    """
+
+    def __init__(self, pool: McpUpstreamPool, *, timeout: float = 10.0) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._watchers: dict[str, Callable[[], None]] = {}
+        self._listed_from: dict[str, frozenset[str]] = {}
+        pool.on_tools_changed(self._changed)
+
+    async def list_tools(self, route: Route, instances: Sequence[Instance]) -> list[dict[str, Any]]:
+        """The backend's tools as MCP ``Tool`` JSON, from the first of (at most 3 of) ``instances`` that answers."""
+        transport = route.backend
+        if transport == "rest":
+            raise UpstreamProtocolError(
+                f"Server {route.server_name} is a REST-to-MCP server; only proxied MCP servers list their tools."
+            )
+        self._listed_from[route.server_id] = frozenset(
+            endpoint_url(instance.base_url, route.export_path, transport) for instance in instances
+        )
+        failure: InvocationError | None = None
+        for instance in instances[:_LISTING_ATTEMPTS]:
+            try:
+                tools = await self._pool.list_tools(
+                    instance.base_url, route.export_path, transport, timeout=self._timeout
+                )
+            except InvocationError as exc:
+                log.info("upstream.listing_failed", server=route.server_name, instance=instance.id, error=str(exc))
+                failure = exc
+                continue
+            return [tool.model_dump(by_alias=True, exclude_none=True, mode="json") for tool in tools]
+        raise failure or UpstreamUnavailable(
+            f"Server {route.server_name} has no instance to list its tools from; register a healthy instance."
+        )
+
+    def watch(self, server_id: str, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change`` when an instance the server's tools were listed from may have other tools now."""
+        self._watchers[server_id] = on_change
+
+        def unwatch() -> None:
+            if self._watchers.get(server_id) is on_change:
+                del self._watchers[server_id]
+                self._listed_from.pop(server_id, None)
+
+        return unwatch
+
+    def _changed(self, url: str) -> None:
+        for server_id, urls in list(self._listed_from.items()):
+            watcher = self._watchers.get(server_id)
+            if watcher is not None and url in urls:
+                watcher()

@@ -11,9 +11,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from registry.balancing import (
+    DEFAULT_STRATEGY,
+    BalancingPolicy,
+    CallLimits,
+    LimitsOverride,
+    OutlierPolicy,
+    RetryBudgetPolicy,
+    TimeoutPolicy,
+    lookup_cluster,
+    strategy_name,
+)
 from registry.errors import McpgwError
+from registry.health import HealthCheckPolicy
+from registry.models import Cluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_TREE = REPO_ROOT / "fixtures" / "nacos-configs" / "demo"
@@ -21,6 +34,153 @@ DEMO_TREE = REPO_ROOT / "fixtures" / "nacos-configs" / "demo"
 
 class SettingsError(McpgwError):
     """A setting that cannot be used; the message names it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OutlierSettings(_Section):
+    """Passive outlier detection and panic mode (``registry.balancing.OutlierPolicy``)."""
+
+    consecutive_failures: int = 5
+    base_ejection_s: float = 10.0
+    max_ejection_s: float = 300.0
+    max_ejection_percent: float = 50.0
+    panic_threshold_percent: float = 50.0
+
+    @model_validator(mode="after")
+    def _valid(self) -> OutlierSettings:
+        self.policy()
+        return self
+
+    def policy(self) -> OutlierPolicy:
+        return OutlierPolicy(**self.model_dump())
+
+
+class RetryBudgetSettings(_Section):
+    """Retries may add ``percent`` of a cluster's calls over ``window_s``, plus ``min_retries_per_s``."""
+
+    percent: float = 20.0
+    min_retries_per_s: float = 5.0
+    window_s: float = 10.0
+
+    @model_validator(mode="after")
+    def _valid(self) -> RetryBudgetSettings:
+        self.policy()
+        return self
+
+    def policy(self) -> RetryBudgetPolicy:
+        return RetryBudgetPolicy(**self.model_dump())
+
+
+class HealthCheckSettings(_Section):
+    """Active HTTP health checks; a service's fields override ``balancing.health_check``'s, then the defaults."""
+
+    enabled: bool | None = None
+    path: str | None = None
+    interval_s: float | None = None
+    timeout_s: float | None = None
+    healthy_threshold: int | None = None
+    unhealthy_threshold: int | None = None
+
+    def merged(self, under: HealthCheckSettings | None) -> HealthCheckSettings:
+        base = under.model_dump(exclude_none=True) if under is not None else {}
+        return HealthCheckSettings(**(base | self.model_dump(exclude_none=True)))
+
+    def policy(self) -> HealthCheckPolicy:
+        return HealthCheckPolicy(**self.model_dump(exclude_none=True, exclude={"enabled"}))
+
+    @model_validator(mode="after")
+    def _valid(self) -> HealthCheckSettings:
+        self.policy()
+        return self
+
+
+class ToolSettings(_Section):
+    """Limits of one tool's calls (``timeout`` covers every attempt, ``try_timeout`` one)."""
+
+    timeout: float | None = Field(default=None, gt=0)
+    try_timeout: float | None = Field(default=None, gt=0)
+
+    def limits(self) -> LimitsOverride:
+        return LimitsOverride(timeout=self.timeout, try_timeout=self.try_timeout)
+
+
+class ServiceSettings(ToolSettings):
+    """Settings of the clusters of one Nacos service (``name``, ``group@@name``, ``ns/group/name`` or cluster)."""
+
+    strategy: str | None = None
+    health_check: HealthCheckSettings | None = None
+    """Present: checks run for this service unless it says ``enabled: false``."""
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str | None) -> str | None:
+        return None if value is None else strategy_name(value)
+
+
+class BalancingSettings(_Section):
+    """The ``balancing`` section: strategies, outlier detection, retry budget, health checks, timeouts.
+
+    The default call timeout is the top-level ``upstream_timeout``.
+    """
+
+    strategy: str = DEFAULT_STRATEGY
+    try_timeout: float | None = Field(default=None, gt=0)
+    outlier: OutlierSettings = Field(default_factory=OutlierSettings)
+    retry_budget: RetryBudgetSettings = Field(default_factory=RetryBudgetSettings)
+    health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
+    """The default for every cluster; off unless ``enabled: true``."""
+    services: dict[str, ServiceSettings] = Field(default_factory=dict)
+    tools: dict[str, ToolSettings] = Field(default_factory=dict)
+    """Keyed ``server/tool``: the server's name (or id) and the tool's name in its spec."""
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        return strategy_name(value, where="as balancing.strategy")
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_keys(cls, value: dict[str, ToolSettings]) -> dict[str, ToolSettings]:
+        for key in value:
+            server, _, tool = key.partition("/")
+            if not server or not tool:
+                raise ValueError(f"tool key {key!r} must be 'server/tool' (server name or id, then the tool name)")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_health_checks(self) -> BalancingSettings:
+        for service in self.services.values():
+            if service.health_check is not None:
+                service.health_check.merged(self.health_check).policy()
+        return self
+
+    def policy(self) -> BalancingPolicy:
+        return BalancingPolicy(
+            strategy=self.strategy,
+            outlier=self.outlier.policy(),
+            overrides={name: s.strategy for name, s in self.services.items() if s.strategy is not None},
+            retry_budget=self.retry_budget.policy(),
+        )
+
+    def timeout_policy(self, timeout: float) -> TimeoutPolicy:
+        """Call limits with ``timeout`` (the top-level ``upstream_timeout``) as the default."""
+        return TimeoutPolicy(
+            default=CallLimits(timeout, self.try_timeout),
+            services={name: s.limits() for name, s in self.services.items()},
+            tools={key: t.limits() for key, t in self.tools.items()},
+        )
+
+    def health_check_for(self, cluster: Cluster) -> HealthCheckPolicy | None:
+        """The active health check of ``cluster``, or ``None`` when it is not checked."""
+        service = lookup_cluster(self.services, cluster)
+        if service is not None and service.health_check is not None:
+            if service.health_check.enabled is False:
+                return None
+            return service.health_check.merged(self.health_check).policy()
+        return self.health_check.policy() if self.health_check.enabled else None
 
 
 class Settings(BaseModel):
@@ -37,11 +197,25 @@ class Settings(BaseModel):
     aggregate_naming: Literal["prefix", "bare"] = "prefix"
     aggregate_separator: str = Field(default="_", min_length=1, max_length=3)
     upstream_timeout: float = Field(default=30.0, gt=0)
+    connect_token: str | None = Field(default=None, repr=False, min_length=16)
+    """Bearer token the connect API requires; without it, only loopback callers may connect backends."""
+    balancing: BalancingSettings = Field(default_factory=BalancingSettings)
     demo_backend: bool | None = None
     """Start the bundled demo REST backend; default: when serving the bundled demo tree."""
     state_dir: Path = Path(".mcpgw")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("balancing", mode="before")
+    @classmethod
+    def _balancing_from_text(cls, value: Any) -> Any:
+        # MCPGW_BALANCING arrives as text: JSON or YAML.
+        if not isinstance(value, str):
+            return value
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"must be a JSON or YAML mapping ({type(exc).__name__})") from exc
 
     @property
     def serves_demo(self) -> bool:

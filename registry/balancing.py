@@ -6,7 +6,11 @@ the gateway keeps its own view per cluster (``ClusterRuntime``): per-instance
 call statistics that survive instance-set updates, passive outlier detection
 that ejects an instance after consecutive failures with a growing back-off,
 and panic mode, which ignores health when so few instances are left that
-honouring it would overload them (Envoy's semantics).
+honouring it would overload them (Envoy's semantics). An active health
+checker (``registry.health``) may add its verdicts. Each cluster also keeps
+a ``RetryBudget``, so that retries add a bounded share to a failing
+cluster's load; ``TimeoutPolicy`` says how long a call may take, by tool,
+by service or by default.
 
 The strategies (``Balancer``) only choose among the candidates they are given;
 ``ClusterRuntime`` decides who is a candidate (enabled, healthy, not ejected,
@@ -34,16 +38,17 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 import structlog
 
 from registry.errors import McpgwError
-from registry.models import Instance, sanitize_name
+from registry.models import Cluster, Instance, sanitize_name
 
 log = structlog.get_logger("mcpgw.balancing")
 
 Clock = Callable[[], float]
+_Setting = TypeVar("_Setting")
 InstanceState = Literal["active", "ejected", "unhealthy", "disabled"]
 
 
@@ -584,8 +589,185 @@ class OutlierPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryBudgetPolicy:
+    """How many retries a cluster may make (after Finagle's ``RetryBudget`` and Envoy's ``retry_budget``).
+
+    Over the last ``window_s`` seconds, retries may add at most ``percent``
+    of the calls made, plus ``min_retries_per_s`` per second so that a
+    quiet cluster can still retry its rare failure. When a cluster fails
+    under load, its retries therefore add at most ``percent`` to its load
+    instead of multiplying it (a retry storm).
+    """
+
+    percent: float = 20.0
+    min_retries_per_s: float = 5.0
+    window_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.percent <= 1000:
+            problems.append(f"percent must be between 0 and 1000, got {self.percent}")
+        if not self.min_retries_per_s >= 0:
+            problems.append(f"min_retries_per_s must be at least 0, got {self.min_retries_per_s}")
+        if not self.window_s > 0:
+            problems.append(f"window_s must be positive, got {self.window_s}")
+        if problems:
+            raise BalancingConfigError("invalid retry budget settings: " + "; ".join(problems) + ".")
+
+
+class RetryBudget:
+    """The sliding-window account of one cluster's calls and retries.
+
+    The window is kept in ten slots so that recording a call costs one
+    counter increment, and old traffic leaves the window a slot at a time.
+    """
+
+    _SLOTS: Final = 10
+
+    def __init__(self, policy: RetryBudgetPolicy | None = None, *, clock: Clock = time.monotonic) -> None:
+        self.policy = policy or RetryBudgetPolicy()
+        self._clock = clock
+        self._slot_s = self.policy.window_s / self._SLOTS
+        self._stamps = [-1] * self._SLOTS
+        self._calls = [0] * self._SLOTS
+        self._retries = [0] * self._SLOTS
+        self._lock = threading.Lock()
+        self.retried = 0
+        """Retries granted since start."""
+        self.refused = 0
+        """Retries refused since start because the budget was spent."""
+
+    def _slot(self) -> int:
+        stamp = int(self._clock() / self._slot_s)
+        index = stamp % self._SLOTS
+        if self._stamps[index] != stamp:
+            self._stamps[index] = stamp
+            self._calls[index] = 0
+            self._retries[index] = 0
+        return index
+
+    def _window(self, index: int) -> tuple[int, int]:
+        oldest = self._stamps[index] - self._SLOTS
+        live = [n for n in range(self._SLOTS) if self._stamps[n] > oldest]
+        return sum(self._calls[n] for n in live), sum(self._retries[n] for n in live)
+
+    def record_call(self) -> None:
+        """Count a call (its first attempt; retries are counted by ``try_retry``)."""
+        with self._lock:
+            self._calls[self._slot()] += 1
+
+    def try_retry(self) -> bool:
+        """Take one retry from the budget; ``False`` (and nothing taken) when it is spent."""
+        with self._lock:
+            index = self._slot()
+            calls, retries = self._window(index)
+            allowed = self.policy.min_retries_per_s * self.policy.window_s + self.policy.percent / 100 * calls
+            if retries + 1 > allowed:
+                self.refused += 1
+                return False
+            self._retries[index] += 1
+            self.retried += 1
+            return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            calls, retries = self._window(self._slot())
+        return {
+            "window_calls": calls,
+            "window_retries": retries,
+            "retried": self.retried,
+            "refused": self.refused,
+        }
+
+
+def cluster_keys(cluster: Cluster) -> tuple[str, ...]:
+    """The names a setting may use for ``cluster``, most specific first.
+
+    The cluster name, then its Nacos service as ``namespace/group/service``,
+    ``group@@service`` (Nacos' grouped name) and the bare service name.
+    """
+    parts = cluster.service.split("/", 2)
+    if len(parts) != 3:
+        return (cluster.name, cluster.service)
+    _namespace, group, service = parts
+    return (cluster.name, cluster.service, f"{group}@@{service}", service)
+
+
+def lookup_cluster(table: Mapping[str, _Setting], cluster: Cluster | None) -> _Setting | None:
+    """The entry of ``table`` for the first of the cluster's keys present in it."""
+    if cluster is None or not table:
+        return None
+    for key in cluster_keys(cluster):
+        found = table.get(key)
+        if found is not None:
+            return found
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How long one tool call may take.
+
+    ``timeout`` bounds the whole call, retries included: the client hears
+    back within it. ``try_timeout`` bounds one attempt, so that an instance
+    that hangs leaves time to retry an idempotent call elsewhere; by default
+    an attempt may use all the time left.
+    """
+
+    timeout: float
+    try_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0 or (self.try_timeout is not None and not self.try_timeout > 0):
+            raise BalancingConfigError(
+                f"timeouts must be positive numbers of seconds, got timeout={self.timeout}, "
+                f"try_timeout={self.try_timeout}."
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsOverride:
+    """Call limits set for a service or a tool; ``None`` inherits the wider setting."""
+
+    timeout: float | None = None
+    try_timeout: float | None = None
+
+    def over(self, limits: CallLimits) -> CallLimits:
+        return CallLimits(
+            timeout=self.timeout if self.timeout is not None else limits.timeout,
+            try_timeout=self.try_timeout if self.try_timeout is not None else limits.try_timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutPolicy:
+    """Call limits by tool (``server/tool``), then by service (see ``cluster_keys``), then the default.
+
+    The server in a tool key is its name or its id.
+    """
+
+    default: CallLimits = field(default_factory=lambda: CallLimits(30.0))
+    services: Mapping[str, LimitsOverride] = field(default_factory=lambda: MappingProxyType({}))
+    tools: Mapping[str, LimitsOverride] = field(default_factory=lambda: MappingProxyType({}))
+
+    def limits(self, server_name: str, server_id: str, tool: str, cluster: Cluster | None) -> CallLimits:
+        limits = self.default
+        service = lookup_cluster(self.services, cluster)
+        if service is not None:
+            limits = service.over(limits)
+        override = self.tools.get(f"{server_name}/{tool}") or self.tools.get(f"{server_id}/{tool}")
+        return override.over(limits) if override is not None else limits
+
+    @property
+    def longest(self) -> float:
+        """The longest ``timeout`` any call can have: what the MCP endpoint must wait at most."""
+        overrides = (*self.services.values(), *self.tools.values())
+        return max([self.default.timeout, *(o.timeout for o in overrides if o.timeout is not None)])
+
+
+@dataclass(frozen=True, slots=True)
 class BalancingPolicy:
-    """How clusters are balanced: a default strategy, per-service overrides, outlier settings.
+    """How clusters are balanced: a default strategy, per-service overrides, outlier settings, retry budget.
 
     ``overrides`` maps a Nacos service name (or a cluster name) to a
     strategy name; a service name also matches its sanitised cluster name
@@ -596,6 +778,7 @@ class BalancingPolicy:
     strategy: str = DEFAULT_STRATEGY
     outlier: OutlierPolicy = field(default_factory=OutlierPolicy)
     overrides: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    retry_budget: RetryBudgetPolicy = field(default_factory=RetryBudgetPolicy)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", strategy_name(self.strategy, where="as the default strategy"))
@@ -616,7 +799,9 @@ class BalancingPolicy:
 
     def for_cluster(self, *names: str) -> BalancingPolicy:
         """This policy narrowed to one cluster: its strategy resolved, no overrides left."""
-        return BalancingPolicy(strategy=self.strategy_for(*names), outlier=self.outlier)
+        return BalancingPolicy(
+            strategy=self.strategy_for(*names), outlier=self.outlier, retry_budget=self.retry_budget
+        )
 
 
 @dataclass(slots=True)
@@ -631,6 +816,9 @@ class _InstanceStats:
     ejection_level: int = 0
     ejected_until: float | None = None
     readmitted_at: float | None = None
+    check_passing: bool | None = None
+    """The active health check's verdict; ``None`` while unchecked."""
+    check_detail: str = ""
 
 
 _LATENCY_ALPHA: Final = 0.3
@@ -642,7 +830,9 @@ class ClusterRuntime:
     ``update_instances`` replaces the instance set (a Nacos push); statistics
     of instances whose id stays are kept. ``pick`` is the hot path;
     ``record_start``/``record_finish`` bracket every call made to a picked
-    instance and drive outlier detection.
+    instance and drive outlier detection; ``set_check_result`` takes the
+    verdicts of an active health checker. ``retry_budget`` accounts the
+    cluster's retries.
     """
 
     def __init__(
@@ -660,6 +850,9 @@ class ClusterRuntime:
         self._outlier = policy.outlier
         self._clock = clock
         self._balancer = make_balancer(self.strategy, rng=rng, clock=clock)
+        self.retry_budget = RetryBudget(policy.retry_budget, clock=clock)
+        self.health_check: Mapping[str, Any] | None = None
+        """The active health check's settings while one runs for this cluster (shown in ``stats``)."""
         self._lock = threading.Lock()
         self._instances: tuple[Instance, ...] = ()
         self._stats: dict[str, _InstanceStats] = {}
@@ -728,6 +921,31 @@ class ClusterRuntime:
             if stats.consecutive_failures >= self._outlier.consecutive_failures and stats.ejected_until is None:
                 self._eject(instance_id, stats)
 
+    def set_check_result(self, instance_id: str, *, passing: bool, detail: str = "") -> None:
+        """Take an active health check's verdict on an instance (after its thresholds were crossed).
+
+        A failing instance takes no traffic (it counts as unhealthy, panic
+        mode included). An instance that passes again after failing has
+        come back, so an ejection still running is ended at once instead of
+        at its back-off (Envoy's ``successful_active_health_check_uneject_host``).
+        """
+        with self._lock:
+            stats = self._stats.get(instance_id)
+            if stats is None or (stats.check_passing is passing and stats.check_detail == detail):
+                return
+            came_back = passing and stats.check_passing is False
+            stats.check_passing = passing
+            stats.check_detail = detail
+            if came_back and stats.ejected_until is not None:
+                self._readmit(instance_id, stats, self._clock())
+            self._recompute()
+
+    def _readmit(self, instance_id: str, stats: _InstanceStats, now: float) -> None:
+        stats.ejected_until = None
+        stats.readmitted_at = now
+        stats.consecutive_failures = 0
+        log.info("cluster.instance_readmitted", cluster=self.name, instance=instance_id)
+
     def _eject(self, instance_id: str, stats: _InstanceStats) -> None:
         ejected = sum(1 for s in self._stats.values() if s.ejected_until is not None)
         if (ejected + 1) * 100 > self._outlier.max_ejection_percent * len(self._instances):
@@ -750,18 +968,16 @@ class ClusterRuntime:
             now = self._clock()
             for instance_id, stats in self._stats.items():
                 if stats.ejected_until is not None and stats.ejected_until <= now:
-                    stats.ejected_until = None
-                    stats.readmitted_at = now
-                    stats.consecutive_failures = 0
-                    log.info("cluster.instance_readmitted", cluster=self.name, instance=instance_id)
+                    self._readmit(instance_id, stats, now)
             self._recompute()
 
     def _state_of(self, instance: Instance) -> InstanceState:
         if not instance.enabled or instance_weight(instance) <= 0:
             return "disabled"
-        if not instance.healthy:
+        stats = self._stats[instance.id]
+        if not instance.healthy or stats.check_passing is False:
             return "unhealthy"
-        if self._stats[instance.id].ejected_until is not None:
+        if stats.ejected_until is not None:
             return "ejected"
         return "active"
 
@@ -805,6 +1021,10 @@ class ClusterRuntime:
                         "ewma_latency_ms": None if ewma is None else round(ewma * 1000, 3),
                         "ejections": stats.ejections,
                         "ejected_for_s": (None if stats.ejected_until is None else round(stats.ejected_until - now, 3)),
+                        "health_check": (
+                            None if stats.check_passing is None else ("passing" if stats.check_passing else "failing")
+                        ),
+                        "health_check_detail": stats.check_detail or None,
                     }
                 )
             return {
@@ -814,5 +1034,7 @@ class ClusterRuntime:
                 "total": len(self._instances),
                 "candidates": len(self._candidates),
                 "ejected": sum(1 for row in rows if row["state"] == "ejected"),
+                "health_check": None if self.health_check is None else dict(self.health_check),
+                "retry_budget": self.retry_budget.stats(),
                 "instances": rows,
             }

@@ -6,18 +6,26 @@ reads ``store.current`` once, so a caller sees one consistent state.
 health state (in-flight calls, ejections, latency), kept under the stable
 cluster name and updated in place when a cluster's instances change — in the
 store's swap callback, so a call can never pick an instance that has already
-left its cluster.
+left its cluster. Whoever holds per-instance resources (pooled upstream
+sessions) hears about instances that left through ``on_departure``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from registry.balancing import BalancingPolicy, ClusterRuntime
-from registry.models import Instance, Route, Tool
+import structlog
+
+from registry.balancing import BalancingPolicy, ClusterRuntime, cluster_keys
+from registry.models import Cluster, Instance, Route, Tool
 from registry.state import StateChange, StateStore
+
+log = structlog.get_logger("mcpgw.clusters")
+
+DepartureCallback = Callable[[str, tuple[Instance, ...]], None]
+"""Told a cluster's name and the instances that left it (all of them when the cluster went)."""
 
 
 class DynamicToolRegistry:
@@ -49,33 +57,66 @@ class ClusterManager:
         self._policy = policy or BalancingPolicy()
         self._runtimes: dict[str, ClusterRuntime] = {}
         self._lock = threading.Lock()
-        for name, cluster in store.current.clusters.items():
-            self._runtime(name).update_instances(cluster.instances)
+        self._departure_callbacks: list[DepartureCallback] = []
+        for cluster in store.current.clusters.values():
+            self._runtime(cluster).update_instances(cluster.instances)
         self._unsubscribe = store.subscribe(self._on_change)
 
-    def _runtime(self, name: str) -> ClusterRuntime:
-        runtime = self._runtimes.get(name)
+    def _runtime(self, cluster: Cluster) -> ClusterRuntime:
+        runtime = self._runtimes.get(cluster.name)
         if runtime is None:
             with self._lock:
-                runtime = self._runtimes.get(name)
+                runtime = self._runtimes.get(cluster.name)
                 if runtime is None:
-                    runtime = ClusterRuntime(name, self._policy.for_cluster(name))
-                    self._runtimes[name] = runtime
+                    # Settings may name the cluster by its Nacos service: resolve with every key it has.
+                    runtime = ClusterRuntime(cluster.name, self._policy.for_cluster(*cluster_keys(cluster)))
+                    self._runtimes[cluster.name] = runtime
         return runtime
 
     def _on_change(self, change: StateChange) -> None:
         clusters = self._store.current.clusters
+        departures: list[tuple[str, tuple[Instance, ...]]] = []
         for name in change.removed_clusters:
             if name not in clusters:
                 with self._lock:
-                    self._runtimes.pop(name, None)
+                    removed = self._runtimes.pop(name, None)
+                if removed is not None and removed.instances:
+                    departures.append((name, removed.instances))
         for name in change.clusters:
             cluster = clusters.get(name)
             if cluster is not None:
-                self._runtime(name).update_instances(cluster.instances)
+                runtime = self._runtime(cluster)
+                before = runtime.instances
+                runtime.update_instances(cluster.instances)
+                staying = {i.id for i in cluster.instances}
+                left = tuple(i for i in before if i.id not in staying)
+                if left:
+                    departures.append((name, left))
+        for name, left in departures:
+            for callback in list(self._departure_callbacks):
+                try:
+                    callback(name, left)
+                except Exception:
+                    # A listener's bug must not stop the swap notification of the others.
+                    log.exception("clusters.departure_callback_failed", cluster=name)
+
+    def on_departure(self, callback: DepartureCallback) -> Callable[[], None]:
+        """Call ``callback`` after instances leave a cluster; returns the unsubscribe function."""
+        self._departure_callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._departure_callbacks:
+                self._departure_callbacks.remove(callback)
+
+        return unsubscribe
 
     def runtime(self, name: str) -> ClusterRuntime | None:
         return self._runtimes.get(name)
+
+    def runtimes(self) -> dict[str, ClusterRuntime]:
+        """A copy of the current runtimes by cluster name."""
+        with self._lock:
+            return dict(self._runtimes)
 
     def pick(self, name: str, *, key: str | None = None, exclude: Collection[str] = ()) -> Instance | None:
         runtime = self._runtimes.get(name)

@@ -713,14 +713,25 @@ class NacosSource:
             )
         return answer.data
 
-    async def _admin_get(self, path: str, params: dict[str, str], action: str) -> httpx.Response:
+    async def admin_request(self, method: str, path: str, params: dict[str, str], action: str) -> httpx.Response:
+        """One call to the Nacos admin HTTP API, with our access token (renewed once if refused).
+
+        ``params`` go in the query for GET and DELETE and as a form body otherwise, as Nacos' admin
+        controllers bind them.  Raises ``SourceUnavailable`` when Nacos cannot be reached and
+        ``SourceAuthError`` when it refuses the user; any other answer is returned for the caller to read.
+        """
+        self._require_started()
         assert self._http is not None
+        in_query = method.upper() in ("GET", "DELETE")
         for attempt in range(2):
             headers = {}
             if self._username and self._password:
                 headers["accessToken"] = await self._access_token(refresh=attempt > 0)
             try:
-                response = await self._http.get(path, params=params, headers=headers)
+                response = await self._http.request(
+                    method, path, params=params if in_query else None, data=None if in_query else params,
+                    headers=headers,
+                )
             except httpx.HTTPError as exc:
                 raise SourceUnavailable(
                     f"cannot reach Nacos at {self._admin_base_url} to {action}: {type(exc).__name__}: {exc}"
@@ -731,8 +742,12 @@ class NacosSource:
         if response.status_code in (401, _NO_RIGHT):
             raise SourceAuthError(
                 f"Nacos at {self._admin_base_url} denied {self._who} permission to {action} "
-                f"(HTTP {response.status_code}). Give the user read access to the namespace, or check the credentials."
+                f"(HTTP {response.status_code}). Give the user access to the namespace, or check the credentials."
             )
+        return response
+
+    async def _admin_get(self, path: str, params: dict[str, str], action: str) -> httpx.Response:
+        response = await self.admin_request("GET", path, params, action)
         if response.status_code == 404:
             raise SourceNotFound(
                 f"Nacos at {self._admin_base_url} has no MCP registry API ({path} answered 404): "

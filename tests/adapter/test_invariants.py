@@ -123,6 +123,20 @@ async def test_invariant_5_deletion_is_explicit_and_empty_pushes_never_wipe(harn
     assert listener is None or listener.watched <= {versions_key(W)}
 
 
+async def test_invariant_5_deleting_the_last_server_ends_its_listener_though_the_listing_is_empty(
+    harness: Harness,
+) -> None:
+    await harness.publish(server_files(W, "weather", "1.0.0", tools_doc(rest_tool("forecast"))))
+    await harness.settle()
+    assert W in harness.adapter.listeners
+    for key in list(server_files(W, "weather", "1.0.0", tools_doc(rest_tool("forecast")))):
+        await harness.source.delete_config(key)
+    await harness.settle()  # first empty listing: suspicious, nothing stopped yet
+    await harness.settle()  # repeated, and the versions file is gone: confirmed
+    assert W not in harness.adapter.listeners
+    assert harness.store.current.tools("weather") is None
+
+
 async def test_invariant_6_make_before_break_cluster_exists_whenever_a_tool_points_at_it(harness: Harness) -> None:
     seen_bad: list[str] = []
 

@@ -29,14 +29,22 @@ def test_server_that_came_back_is_no_longer_absent() -> None:
 
 
 def test_sudden_empty_listing_stops_nothing() -> None:
-    plan = plan_discovery([], ["a", "b"], ["a", "b"])
-    assert plan.empty_listing_ignored
+    plan = plan_discovery([], ["a", "b"], [])
+    assert plan.suspicious_empty_listing
     assert plan.stop == frozenset() and plan.start == frozenset()
+    assert plan.absent == {"a", "b"}
+
+
+def test_a_repeated_empty_listing_proposes_its_servers_for_confirmed_deletion() -> None:
+    # The adapter still stops only those whose versions file is gone (see the deletion invariant tests).
+    plan = plan_discovery([], ["a", "b"], ["a", "b"])
+    assert plan.suspicious_empty_listing
+    assert plan.stop == {"a", "b"}
 
 
 def test_empty_listing_with_nothing_running_is_just_empty() -> None:
     plan = plan_discovery([], [], [])
-    assert not plan.empty_listing_ignored and plan.start == frozenset()
+    assert not plan.suspicious_empty_listing and plan.start == frozenset()
 
 
 @given(st.sets(st.sampled_from("abcdef")), st.sets(st.sampled_from("abcdef")), st.sets(st.sampled_from("abcdef")))

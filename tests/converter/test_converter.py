@@ -141,3 +141,14 @@ def test_converter_is_deterministic_and_independent_of_input_order(
     assert first == second
     assert first.fingerprint == second.fingerprint
     assert [t.fingerprint for t in first.tools] == [t.fingerprint for t in second.tools]
+
+
+def test_a_change_of_instance_metadata_alone_changes_the_fingerprint() -> None:
+    # metadata.weight overrides the Nacos weight and metadata.protocol the scheme: a change must be applied.
+    tools = tools_doc(rest_tool("forecast", "/forecast"))
+    plain = convert(snapshot(tools, instances=(ServiceInstance(ip="10.0.0.1", port=80),)))
+    weighted = convert(snapshot(tools, instances=(ServiceInstance(ip="10.0.0.1", port=80, metadata={"weight": "5"}),)))
+    again = convert(snapshot(tools, instances=(ServiceInstance(ip="10.0.0.1", port=80, metadata={"weight": "5"}),)))
+
+    assert plain.fingerprint != weighted.fingerprint
+    assert weighted.fingerprint == again.fingerprint

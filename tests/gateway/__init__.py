@@ -12,8 +12,12 @@ from starlette.types import ASGIApp
 
 
 def listening_socket(port: int = 0) -> socket.socket:
-    """A loopback socket already listening, so clients may connect before the server runs."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A loopback socket already listening, so clients may connect before the server runs.
+
+    Declared TCP: asyncio sets TCP_NODELAY only on sockets whose protocol says
+    TCP, and without it every keep-alive answer waits ~40 ms for a delayed ACK.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(64)

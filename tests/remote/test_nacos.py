@@ -236,6 +236,10 @@ async def test_watch_listing_fires_when_a_server_is_created(double: NacosDouble,
                 "serverSpecification": json.dumps(
                     {"name": "weather", "protocol": "http", "versionDetail": {"version": "1.0.0"}}
                 ),
+                "endpointSpecification": json.dumps(
+                    {"type": "REF", "data": {"namespaceId": "public", "groupName": "DEFAULT_GROUP",
+                                             "serviceName": "weather-api"}}
+                ),
             },
         )
     assert created.json()["code"] == 0

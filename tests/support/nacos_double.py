@@ -182,6 +182,8 @@ class NacosDouble:
         self._http_task: asyncio.Task[None] | None = None
         self.pushes_sent = 0
         self.requests_seen: list[str] = []
+        self.push_observers: list[Callable[[str, dict[str, Any]], None]] = []
+        """Called with (request type, body) as each config / naming push is handed to its stream."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -243,7 +245,9 @@ class NacosDouble:
         await self.start()
 
     async def _start_http(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+        # without it every keep-alive answer waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.http_port))
         config = uvicorn.Config(
@@ -365,11 +369,17 @@ class NacosDouble:
             def deliver() -> None:
                 self._delayed.discard(handle)
                 conn.outbound.put_nowait(payload)
+                self._pushed(request_type, body)
 
             handle = loop.call_later(self._push_delay, deliver)
             self._delayed.add(handle)
         else:
             conn.outbound.put_nowait(payload)
+            self._pushed(request_type, body)
+
+    def _pushed(self, request_type: str, body: dict[str, Any]) -> None:
+        for observer in list(self.push_observers):
+            observer(request_type, body)
 
     def _config_changed(self, key: ConfigId) -> None:
         namespace, group, data_id = key
@@ -759,6 +769,9 @@ class NacosDouble:
             tools: dict[str, Any] = json.loads(params.get("toolSpecification") or '{"tools": [], "toolsMeta": {}}')
         except (KeyError, ValueError) as exc:
             raise _Fail(_INVALID_PARAM, f"serverSpecification / toolSpecification invalid: {exc}") from exc
+        if spec.get("protocol", "http") != "stdio" and not params.get("endpointSpecification"):
+            # What Nacos 3 answers (McpServerOperationService): a remote server needs an endpoint.
+            raise _Fail(_INVALID_PARAM, "request parameter `endpointSpecification` should not be null")
         name = str(spec.get("name") or "")
         version = str((spec.get("versionDetail") or {}).get("version") or spec.get("version") or "")
         if not name or not version:
@@ -769,13 +782,16 @@ class NacosDouble:
         if not create and existing is None:
             raise _Fail(404, f"mcp server {name} not found")
         server_id = str(existing["id"]) if existing else str(spec.get("id") or uuid.uuid4())
-        latest = create or params.get("latest", "false").lower() == "true"
+        latest = create or params.get("latest", "true").lower() == "true"  # Nacos' McpUpdateForm defaults to true
         released = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         details = [d for d in (existing or {}).get("versionDetails") or [] if d.get("version") != version]
+        previous = next((d for d in (existing or {}).get("versionDetails") or [] if d.get("version") == version), None)
         for detail in details:
             if latest:
                 detail["is_latest"] = False
-        details.append({"version": version, "release_date": released, "is_latest": latest})
+        # Like Nacos, latest=false lists a new version as a draft (no release date) and leaves a known one as it was.
+        draft = previous or {"version": version}
+        details.append({"version": version, "release_date": released, "is_latest": True} if latest else draft)
         versions = {
             "id": server_id,
             "name": name,

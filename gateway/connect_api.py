@@ -1,0 +1,215 @@
+"""The connect API: backends register themselves with the gateway when there is no Nacos.
+
+    POST   /api/mcp/servers/connect                 {serverId, serverName, host, port, weight?, metadata?,
+                                                     groupName?, namespaceId?}
+    DELETE /api/mcp/servers/{serverName}/{serverId}
+    GET    /api/mcp/servers                         what is connected (statistics and instances)
+
+``serverName`` is the backend *service* name, the one a server spec's
+``serviceRef.serviceName`` refers to (with ``groupName`` for its
+``serviceRef.groupName``); ``serverId`` identifies one instance of it.  The
+instances go into the gateway's ``ServerRegister``, and ``RegisteringSource``
+(remote.overlay) merges them into the instance lists of the matching
+service, so they reach clusters through the same cascade as Nacos instances.
+In the DELETE path and in the GET answer a service outside ``DEFAULT_GROUP``
+is named ``group@@service``, as Nacos names grouped services.
+
+"Immediately" is part of the contract: a POST or DELETE answers only after
+the change has been delivered to the listeners of that service and they
+have applied it (bounded by ``settle_timeout``; ``applied`` in the answer
+says whether that bound was met), so the next tool call already sees it.
+
+Whoever can connect a backend can steer tool calls to any address, so the
+API is guarded: with ``connect_token`` set, every request must carry
+``Authorization: Bearer <token>``; without it, only loopback callers (a
+backend on the gateway's own host, a sidecar) are accepted.  Metadata values
+may be secrets: they are neither logged nor returned, only their keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapter.discovery import MCPServerAdapter
+from registry.models import Instance
+from registry.server_register import RegistrationError, ServerRegister
+from remote.base import DEFAULT_GROUP, ServiceKey
+from remote.overlay import RegisteringSource, register_name
+
+log = structlog.get_logger("mcpgw.connect")
+
+MAX_WEIGHT = 10000.0  # what Nacos accepts, so a server moving between Nacos and the gateway keeps its weight
+
+
+class ConnectRequest(BaseModel):
+    """The body of ``POST /api/mcp/servers/connect``; unknown fields are rejected (a typo must not pass)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    serverId: str = Field(min_length=1, max_length=256)
+    serverName: str = Field(min_length=1, max_length=512)
+    host: str = Field(min_length=1, max_length=253, pattern=r"^\S+$")
+    port: int = Field(ge=1, le=65535, strict=True)
+    weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    groupName: str | None = Field(default=None, min_length=1)
+    namespaceId: str | None = Field(default=None, min_length=1)
+
+
+def _problem(status: int, message: str, problems: list[dict[str, str]] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if problems is not None:
+        body["problems"] = problems
+    return JSONResponse(body, status_code=status)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(body)"
+
+
+def _instance_document(instance: Instance) -> dict[str, Any]:
+    return {
+        "serverId": instance.id,
+        "host": instance.host,
+        "port": instance.port,
+        "scheme": instance.scheme,
+        "weight": instance.weight,
+        "healthy": instance.healthy,
+        "enabled": instance.enabled,
+        "metadataKeys": sorted(instance.metadata),
+    }
+
+
+class ConnectApi:
+    """The three routes, over the gateway's register, its registering source and its adapter."""
+
+    def __init__(
+        self,
+        register: ServerRegister,
+        source: RegisteringSource,
+        adapter: MCPServerAdapter | None = None,
+        *,
+        settle_timeout: float = 5.0,
+        token: str | None = None,
+    ) -> None:
+        self._register = register
+        self._source = source
+        self._adapter = adapter
+        self._settle_timeout = settle_timeout
+        self._token = token.encode() if token else None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/mcp/servers/connect", self._guarded(self.connect), methods=["POST"]),
+            Route("/api/mcp/servers/{serverName}/{serverId}", self._guarded(self.disconnect), methods=["DELETE"]),
+            Route("/api/mcp/servers", self._guarded(self.list_servers), methods=["GET"]),
+        ]
+
+    def _guarded(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            refusal = self._refusal(request)
+            return refusal if refusal is not None else await handler(request)
+
+        return guarded
+
+    def _refusal(self, request: Request) -> Response | None:
+        if self._token is not None:
+            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self._token):
+                return None
+            log.warning("connect.unauthorized", client=request.client.host if request.client else None)
+            return _problem(401, "the connect API needs the gateway's connect token: send "
+                                 "'Authorization: Bearer <token>' (the gateway's connect_token setting)")
+        if _is_loopback(request.client.host if request.client else None):
+            return None
+        log.warning("connect.refused_remote", client=request.client.host if request.client else None)
+        return _problem(403, "the connect API accepts callers on other hosts only with a token: set the "
+                             "gateway's connect_token (MCPGW_CONNECT_TOKEN) and send it as a bearer token")
+
+    async def connect(self, request: Request) -> Response:
+        try:
+            raw = json.loads(await request.body())
+        except ValueError as exc:
+            return _problem(400, f"the body is not valid JSON ({exc}); send a JSON object with serverId, "
+                                 "serverName, host and port")
+        try:
+            body = ConnectRequest.model_validate(raw)
+        except ValidationError as exc:
+            problems = [{"field": _field(error["loc"]), "message": error["msg"]} for error in exc.errors()]
+            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            return _problem(422, f"invalid connect request: {summary}", problems)
+        namespace = body.namespaceId or self._source.namespace
+        if namespace != self._source.namespace:
+            message = (f"namespaceId {namespace!r} is not this gateway's namespace {self._source.namespace!r}: "
+                       "connect to the gateway that serves that namespace, or leave namespaceId out")
+            return _problem(422, f"invalid connect request: namespaceId: {message}",
+                            [{"field": "namespaceId", "message": message}])
+        key = ServiceKey(namespace, body.groupName or DEFAULT_GROUP, body.serverName)
+        name = register_name(key)
+        scheme: Literal["http", "https"] = "https" if body.metadata.get("protocol") == "https" else "http"
+        try:
+            created = self._register.register(
+                name, body.serverId, body.host, body.port, weight=body.weight, metadata=body.metadata, scheme=scheme
+            )
+        except RegistrationError as exc:
+            return _problem(422, str(exc))
+        log.info("connect.connected", service=name, server=body.serverId, address=f"{body.host}:{body.port}",
+                 weight=body.weight, new=created, metadata_keys=sorted(body.metadata))
+        applied = await self._settle(name)
+        return JSONResponse(
+            {"serverId": body.serverId, "serverName": name, "service": str(key), "created": created,
+             "applied": applied, "instances": self._register.count(name)},
+            status_code=201 if created else 200,
+        )
+
+    async def disconnect(self, request: Request) -> Response:
+        name = request.path_params["serverName"]
+        server_id = request.path_params["serverId"]
+        if not self._register.unregister(name, server_id):
+            return _problem(404, f"no server {server_id!r} of service {name!r} is connected; "
+                                 "GET /api/mcp/servers lists the connected ones")
+        log.info("connect.disconnected", service=name, server=server_id)
+        applied = await self._settle(name)
+        return JSONResponse({"serverId": server_id, "serverName": name, "removed": True, "applied": applied,
+                             "instances": self._register.count(name)})
+
+    async def list_servers(self, request: Request) -> Response:
+        servers = {name: [_instance_document(i) for i in instances]
+                   for name, instances in sorted(self._register.all().items())}
+        return JSONResponse({"namespace": self._source.namespace, "statistics": self._register.statistics(),
+                             "servers": servers})
+
+    async def _settle(self, name: str) -> bool:
+        """Wait until the change reached the listeners of service ``name`` and they applied it."""
+        try:
+            async with asyncio.timeout(self._settle_timeout):
+                await self._source.wait_delivered()
+                if self._adapter is not None:
+                    for listener in list(self._adapter.listeners.values()):
+                        service = listener.service
+                        if service is not None and self._source.name_of(service) == name:
+                            await listener.wait_idle()
+        except TimeoutError:
+            log.warning("connect.settle_timeout", service=name, within=self._settle_timeout)
+            return False
+        return True

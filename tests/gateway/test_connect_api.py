@@ -1,0 +1,230 @@
+"""The connect API over real HTTP: a backend registers itself and a REST tool reaches it, then stops reaching it.
+
+The gateway runs on a files tree whose weather server's ``serviceRef``
+(``weather-api``) has no instances at all, so every instance a call can
+reach came through ``POST /api/mcp/servers/connect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mcp_types as types
+import pytest
+from mcp.client import Client
+from structlog.testing import capture_logs
+
+from gateway.app import Gateway
+from gateway.demo_backend import create_demo_backend
+from gateway.settings import DEMO_TREE, Settings
+from tests.gateway import listening_socket, serving
+
+CONNECT = "/api/mcp/servers/connect"
+NO_INSTANCE = "no healthy instance of public/DEFAULT_GROUP/weather-api"
+
+
+@dataclass
+class Running:
+    url: str
+    gateway: Gateway
+    backend_port: int
+    http: httpx.AsyncClient
+
+    def body(self, **changes: Any) -> dict[str, Any]:
+        return {"serverId": "weather-1", "serverName": "weather-api", "host": "127.0.0.1",
+                "port": self.backend_port, **changes}
+
+    def client(self) -> Client:
+        return Client(self.url + "/mcp/weather", mode="legacy", cache=None)
+
+
+def text(result: types.CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    tree = tmp_path / "tree"
+    shutil.copytree(DEMO_TREE, tree)
+    (tree / "naming/public/DEFAULT_GROUP/weather-api.json").unlink()
+    backend_sock = listening_socket()
+    gateway = Gateway(Settings(files=tree, discovery_interval=3600, upstream_timeout=1.0))
+    async with (
+        serving(create_demo_backend(), backend_sock),
+        serving(gateway.asgi()) as url,
+        httpx.AsyncClient(base_url=url, trust_env=False) as http,
+    ):
+        async with asyncio.timeout(5):
+            await gateway.adapter.ready.wait()
+        yield Running(url, gateway, backend_sock.getsockname()[1], http)
+
+
+async def test_connected_backend_takes_calls_and_stops_taking_them_once_disconnected(running: Running) -> None:
+    async with asyncio.timeout(10), running.client() as session:
+        before = await session.call_tool("get_city", {"name": "Lisbon"})
+        assert before.is_error is True
+        assert NO_INSTANCE in text(before)
+
+        connected = await running.http.post(CONNECT, json=running.body())
+        assert connected.status_code == 201, connected.text
+        assert connected.json() == {"serverId": "weather-1", "serverName": "weather-api",
+                                    "service": "public/DEFAULT_GROUP/weather-api", "created": True,
+                                    "applied": True, "instances": 1}
+        # No waiting: the answer came after the change was applied.
+        reached = await session.call_tool("get_city", {"name": "Lisbon"})
+        assert reached.is_error is not True, text(reached)
+        assert reached.structured_content == {"name": "Lisbon", "country": "Portugal", "population": 545000}
+
+        gone = await running.http.delete("/api/mcp/servers/weather-api/weather-1")
+        assert gone.status_code == 200
+        assert gone.json()["applied"] is True
+        after = await session.call_tool("get_city", {"name": "Lisbon"})
+    assert after.is_error is True
+    assert NO_INSTANCE in text(after)
+
+
+async def test_connected_instances_show_in_the_cluster_state_with_their_weight(running: Running) -> None:
+    await running.http.post(CONNECT, json=running.body(weight=3))
+    again = await running.http.post(CONNECT, json=running.body(weight=5))
+    assert again.status_code == 200
+    assert again.json()["created"] is False
+
+    state = (await running.http.get("/admin/state")).json()
+    [cluster] = [c for c in state["clusters"].values() if c["service"] == "public/DEFAULT_GROUP/weather-api"]
+    assert [(i["url"], i["weight"]) for i in cluster["instances"]] == [
+        (f"http://127.0.0.1:{running.backend_port}", 5.0)]
+
+
+async def test_listing_shows_statistics_and_metadata_keys_but_no_values(running: Running) -> None:
+    await running.http.post(CONNECT, json=running.body(metadata={"apiKey": "s3cret-value"}))
+    await running.http.post(CONNECT, json=running.body(serverId="amap-1", serverName="amap::1.0.0",
+                                                        groupName="mcp-endpoints", port=9))
+
+    listing = await running.http.get("/api/mcp/servers")
+    assert listing.status_code == 200
+    doc = listing.json()
+    assert doc["statistics"] == {"totalServerNames": 2, "totalServers": 2,
+                                 "serverCounts": {"weather-api": 1, "mcp-endpoints@@amap::1.0.0": 1}}
+    [weather] = doc["servers"]["weather-api"]
+    assert weather["serverId"] == "weather-1"
+    assert "apiKey" in weather["metadataKeys"]
+    assert "s3cret-value" not in listing.text
+
+
+async def test_connect_and_disconnect_are_logged_without_metadata_values(running: Running) -> None:
+    with capture_logs() as logs:
+        await running.http.post(CONNECT, json=running.body(metadata={"apiKey": "s3cret-value"}))
+        await running.http.delete("/api/mcp/servers/weather-api/weather-1")
+    events = {entry["event"]: entry for entry in logs}
+    assert events["connect.connected"]["metadata_keys"] == ["apiKey"]
+    assert "connect.disconnected" in events
+    assert "s3cret-value" not in repr(logs)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"port": 70000}, "port"),
+        ({"port": "8080"}, "port"),
+        ({"weight": -1}, "weight"),
+        ({"serverId": ""}, "serverId"),
+        ({"host": "two hosts"}, "host"),
+        ({"metadata": {"k": 1}}, "metadata.k"),
+        ({"weigth": 2}, "weigth"),
+        ({"namespaceId": "dev"}, "namespaceId"),
+    ],
+)
+async def test_invalid_connect_requests_are_422_naming_the_field(
+    running: Running, changes: dict[str, Any], field: str
+) -> None:
+    response = await running.http.post(CONNECT, json=running.body(**changes))
+    assert response.status_code == 422
+    doc = response.json()
+    assert field in [p["field"] for p in doc["problems"]]
+    assert doc["error"].startswith("invalid connect request: ")
+    assert (await running.http.get("/api/mcp/servers")).json()["statistics"]["totalServers"] == 0
+
+
+async def test_missing_fields_and_non_json_bodies_are_rejected(running: Running) -> None:
+    missing = await running.http.post(CONNECT, json={"serverName": "weather-api"})
+    assert missing.status_code == 422
+    assert {p["field"] for p in missing.json()["problems"]} == {"serverId", "host", "port"}
+
+    garbage = await running.http.post(CONNECT, content=b"{not json", headers={"content-type": "application/json"})
+    assert garbage.status_code == 400
+    assert "not valid JSON" in garbage.json()["error"]
+
+    array = await running.http.post(CONNECT, content=json.dumps([1, 2]))
+    assert array.status_code == 422
+
+
+async def test_disconnecting_an_unknown_server_is_404(running: Running) -> None:
+    await running.http.post(CONNECT, json=running.body())
+
+    unknown_id = await running.http.delete("/api/mcp/servers/weather-api/nope")
+    unknown_name = await running.http.delete("/api/mcp/servers/nope/weather-1")
+    assert (unknown_id.status_code, unknown_name.status_code) == (404, 404)
+    assert "no server 'nope' of service 'weather-api' is connected" in unknown_id.json()["error"]
+    assert (await running.http.get("/api/mcp/servers")).json()["statistics"]["totalServers"] == 1
+
+
+def _guarded_api(token: str | None) -> Any:
+    from starlette.applications import Starlette
+
+    from gateway.connect_api import ConnectApi
+    from registry.server_register import ServerRegister
+    from remote.memory import MemorySource
+    from remote.overlay import RegisteringSource
+
+    register = ServerRegister()
+    api = ConnectApi(register, RegisteringSource(MemorySource(), register), token=token, settle_timeout=0.1)
+    return Starlette(routes=api.routes()), register
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_without_a_token_callers_on_other_hosts_are_refused_and_nothing_is_registered(method: str) -> None:
+    app, register = _guarded_api(None)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        path = {"GET": "/api/mcp/servers", "POST": CONNECT, "DELETE": "/api/mcp/servers/weather-api/w1"}[method]
+        answer = await http.request(method, path, json={"serverId": "w1", "serverName": "weather-api",
+                                                        "host": "10.0.0.9", "port": 80} if method == "POST" else None)
+
+    assert answer.status_code == 403
+    assert "connect_token" in answer.json()["error"]
+    assert register.count() == 0
+
+
+async def test_with_a_token_only_requests_bearing_it_are_accepted_from_any_host() -> None:
+    token = "s3cret-token-0123456789"
+    app, register = _guarded_api(token)
+    body = {"serverId": "w1", "serverName": "weather-api", "host": "10.0.0.9", "port": 80}
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        missing = await http.post(CONNECT, json=body)
+        wrong = await http.post(CONNECT, json=body, headers={"Authorization": "Bearer not-the-token"})
+        assert register.count() == 0
+        right = await http.post(CONNECT, json=body, headers={"Authorization": f"Bearer {token}"})
+
+    assert (missing.status_code, wrong.status_code) == (401, 401)
+    assert token not in missing.text and token not in wrong.text
+    assert right.status_code == 201, right.text
+    assert register.count() == 1
+
+
+async def test_with_a_token_even_loopback_callers_must_present_it() -> None:
+    app, register = _guarded_api("s3cret-token-0123456789")
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        answer = await http.post(CONNECT, json={"serverId": "w1", "serverName": "weather-api",
+                                                "host": "127.0.0.1", "port": 80})
+
+    assert answer.status_code == 401
+    assert register.count() == 0

@@ -1,0 +1,203 @@
+"""RegisteringSource: self-registered servers merged into a source's instances, re-delivered at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from registry.server_register import ServerRegister
+from remote.base import ServiceInstance, ServiceKey
+from remote.memory import MemorySource
+from remote.overlay import RegisteringSource, register_name
+
+PLAIN = ServiceKey("public", "DEFAULT_GROUP", "weather-api")
+GROUPED = ServiceKey("public", "mcp-endpoints", "amap::1.0.0")
+ELSEWHERE = ServiceKey("dev", "DEFAULT_GROUP", "weather-api")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: asyncio.Queue[tuple[ServiceKey, tuple[ServiceInstance, ...]]] = asyncio.Queue()
+
+    async def __call__(self, key: ServiceKey, instances: tuple[ServiceInstance, ...]) -> None:
+        self.calls.put_nowait((key, instances))
+
+    async def next(self) -> list[str]:
+        async with asyncio.timeout(5):
+            _, instances = await self.calls.get()
+        return addresses(instances)
+
+
+def addresses(instances: Any) -> list[str]:
+    return [i.address for i in instances]
+
+
+def nacos(ip: str, port: int, **kwargs: Any) -> ServiceInstance:
+    return ServiceInstance(ip=ip, port=port, **kwargs)
+
+
+@pytest.fixture
+def register() -> ServerRegister:
+    return ServerRegister()
+
+
+@pytest.fixture
+def inner() -> MemorySource:
+    return MemorySource(services={PLAIN: [nacos("10.0.0.1", 80)]})
+
+
+@pytest.fixture
+async def source(inner: MemorySource, register: ServerRegister) -> AsyncIterator[RegisteringSource]:
+    overlay = RegisteringSource(inner, register, namespace="public")
+    await overlay.start()
+    yield overlay
+    await overlay.stop()
+
+
+def test_register_names_are_nacos_grouped_service_names() -> None:
+    assert register_name(PLAIN) == "weather-api"
+    assert register_name(GROUPED) == "mcp-endpoints@@amap::1.0.0"
+
+
+async def test_listing_adds_registered_instances_of_the_matching_service_only(
+    source: RegisteringSource, register: ServerRegister
+) -> None:
+    register.register("weather-api", "w1", "127.0.0.1", 9001, weight=2.0, metadata={"protocol": "https"})
+    register.register("mcp-endpoints@@amap::1.0.0", "a1", "127.0.0.1", 9002)
+    register.register("other", "o1", "127.0.0.1", 9003)
+
+    plain = await source.list_instances(PLAIN)
+    assert addresses(plain) == ["10.0.0.1:80", "127.0.0.1:9001"]
+    added = plain[1]
+    assert (added.instance_id, added.weight, added.ephemeral, added.service_name) == ("w1", 2.0, True, "weather-api")
+    assert added.metadata["protocol"] == "https"
+    assert addresses(await source.list_instances(GROUPED)) == ["127.0.0.1:9002"]
+    assert addresses(await source.list_instances(ELSEWHERE)) == []
+
+
+async def test_the_source_wins_over_a_registration_of_the_same_address_or_id(
+    source: RegisteringSource, inner: MemorySource, register: ServerRegister
+) -> None:
+    await inner.set_instances(PLAIN, [nacos("10.0.0.1", 80, weight=5.0), nacos("10.0.0.2", 80, instance_id="x")])
+    register.register("weather-api", "dup-address", "10.0.0.1", 80, weight=1.0)
+    register.register("weather-api", "x", "10.0.0.9", 80)
+    register.register("weather-api", "first", "127.0.0.1", 9001)
+    register.register("weather-api", "second", "127.0.0.1", 9001)
+
+    merged = await source.list_instances(PLAIN)
+    assert [(i.address, i.weight, i.instance_id) for i in merged] == [
+        ("10.0.0.1:80", 5.0, ""), ("10.0.0.2:80", 1.0, "x"), ("127.0.0.1:9001", 1.0, "first")]
+
+    await inner.set_instances(PLAIN, [])
+    assert addresses(await source.list_instances(PLAIN)) == ["10.0.0.1:80", "10.0.0.9:80", "127.0.0.1:9001"]
+
+
+async def test_connect_and_disconnect_are_redelivered_to_subscribers_at_once(
+    source: RegisteringSource, register: ServerRegister
+) -> None:
+    recorder = Recorder()
+    await source.subscribe(PLAIN, recorder)
+    assert addresses(await source.list_instances(PLAIN)) == ["10.0.0.1:80"]
+
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    await source.wait_delivered()
+    assert recorder.calls.qsize() == 1  # delivered before wait_delivered returned, not later
+    assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
+
+    register.unregister("weather-api", "w1")
+    await source.wait_delivered()
+    assert await recorder.next() == ["10.0.0.1:80"]
+
+
+async def test_source_changes_keep_the_registered_instances(
+    source: RegisteringSource, inner: MemorySource, register: ServerRegister
+) -> None:
+    recorder = Recorder()
+    await source.subscribe(PLAIN, recorder)
+    await source.list_instances(PLAIN)
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
+
+    await inner.set_instances(PLAIN, [nacos("10.0.0.2", 80)])
+    assert await recorder.next() == ["10.0.0.2:80", "127.0.0.1:9001"]
+    await inner.set_instances(PLAIN, [])
+    assert await recorder.next() == ["127.0.0.1:9001"]
+
+
+async def test_a_change_that_leaves_the_merged_list_equal_notifies_nobody(
+    source: RegisteringSource, register: ServerRegister
+) -> None:
+    recorder = Recorder()
+    await source.subscribe(PLAIN, recorder)
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
+
+    register.register("weather-api", "shadowed", "10.0.0.1", 80)  # the source's instance wins
+    register.register("other", "o1", "127.0.0.1", 9003)
+    await source.wait_delivered()
+    assert recorder.calls.empty()
+
+
+async def test_redelivery_reads_the_source_when_nothing_was_listed_yet(
+    source: RegisteringSource, register: ServerRegister
+) -> None:
+    recorder = Recorder()
+    await source.subscribe(PLAIN, recorder)  # no list_instances: the overlay does not know the source's list
+
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
+
+
+async def test_registrations_from_another_thread_are_delivered_in_the_loop(
+    source: RegisteringSource, register: ServerRegister
+) -> None:
+    recorder = Recorder()
+    await source.subscribe(GROUPED, recorder)
+    await asyncio.to_thread(register.register, "mcp-endpoints@@amap::1.0.0", "a1", "127.0.0.1", 9002)
+    assert await recorder.next() == ["127.0.0.1:9002"]
+
+
+async def test_unsubscribed_callbacks_hear_nothing_more_from_either_side(
+    source: RegisteringSource, inner: MemorySource, register: ServerRegister
+) -> None:
+    gone, staying = Recorder(), Recorder()
+    await source.subscribe(PLAIN, gone)
+    await source.subscribe(PLAIN, staying)
+    await source.unsubscribe(PLAIN, gone)
+    await source.unsubscribe(PLAIN, gone)  # unknown pairs are ignored
+
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert await staying.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
+    await inner.set_instances(PLAIN, [])
+    assert await staying.next() == ["127.0.0.1:9001"]
+    assert gone.calls.empty()
+
+
+async def test_a_failing_subscriber_does_not_starve_the_others(
+    source: RegisteringSource, register: ServerRegister
+) -> None:
+    async def broken(key: ServiceKey, instances: tuple[ServiceInstance, ...]) -> None:
+        raise RuntimeError("subscriber bug")
+
+    recorder = Recorder()
+    await source.subscribe(PLAIN, broken)
+    await source.subscribe(PLAIN, recorder)
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
+    register.unregister("weather-api", "w1")
+    assert await recorder.next() == ["10.0.0.1:80"]
+
+
+async def test_after_stop_register_changes_are_ignored(inner: MemorySource, register: ServerRegister) -> None:
+    overlay = RegisteringSource(inner, register)
+    await overlay.start()
+    recorder = Recorder()
+    await overlay.subscribe(PLAIN, recorder)
+    await overlay.stop()
+
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    await overlay.wait_delivered()
+    assert recorder.calls.empty()
