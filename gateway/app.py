@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -33,8 +32,9 @@ from gateway.connect_api import ConnectApi
 from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
 from gateway.settings import Settings
+from gateway.upstream_http import HttpProbe, UpstreamHttp
 from registry.describe import describe_state
-from registry.health import HealthChecker, HttpProbe
+from registry.health import HealthChecker
 from registry.managers import ClusterManager
 from registry.server_register import ServerRegister
 from registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
@@ -172,11 +172,7 @@ class Gateway:
             self.cluster_source, self.store, namespace=settings.namespace, interval=settings.discovery_interval,
             backend_tools=McpBackendTools(self.mcp_pool, timeout=settings.upstream_timeout),
         )
-        self.http = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            trust_env=False,
-        )
+        self.http = UpstreamHttp()
         self.catalog = GatewayCatalog(
             self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
             timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
@@ -210,7 +206,7 @@ class Gateway:
             await self.adapter.close()
             await self.catalog.aclose()
             await self.mcp_pool.close()
-            await self.http.aclose()
+            await self.http.close()
             await self.cluster_source.stop()
             self.clusters.close()
 

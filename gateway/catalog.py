@@ -5,7 +5,7 @@ visible to the very next call) and turns a ``tools/call`` into either:
 
 - REST-to-MCP: validate and coerce the arguments (before any backend sees
   them), render the compiled json-go-template request, send it to an
-  instance chosen by the cluster's balancer with a pooled ``httpx`` client and
+  instance chosen by the cluster's balancer with a pooled aiohttp client and
   a timeout, and map the response; or
 - MCP proxy: forward the call through the pooled SDK client session of the
   chosen instance, at the server's ``exportPath``.
@@ -31,7 +31,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-import httpx
 import mcp_types as types
 import structlog
 
@@ -45,6 +44,7 @@ from gateway.mcp_upstream import (
     UpstreamTransport,
     UpstreamUnavailable,
 )
+from gateway.upstream_http import UpstreamHttp, UpstreamHttpError
 from registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
 from registry.errors import InvocationError
 from registry.managers import ClusterManager
@@ -123,7 +123,7 @@ class GatewayCatalog:
         store: StateStore,
         clusters: ClusterManager,
         *,
-        http: httpx.AsyncClient,
+        http: UpstreamHttp,
         mcp_pool: McpUpstreamPool,
         timeouts: TimeoutPolicy | None = None,
     ) -> None:
@@ -305,28 +305,21 @@ class GatewayCatalog:
         ok = False
         timed_out = False
         try:
-            # httpx's timeout bounds each phase (connect, each read); asyncio's bounds the whole exchange.
-            async with asyncio.timeout(budget):
-                response = await self._http.request(
-                    request.method, request.url, headers=list(request.headers), content=request.body,
-                    timeout=budget,
-                )
-            ok = response.status_code < 500
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            timed_out = True
-            raise UpstreamError(
-                f"tool {tool.name}: backend {where} did not answer within {shown:g} s",
-                connect_failed=isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout),
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"tool {tool.name}: cannot reach backend {where}: {type(exc).__name__}",
-                connect_failed=isinstance(exc, httpx.ConnectError),
-            ) from exc
+            status, headers, body = await self._http.request(
+                request.method, request.url, headers=request.headers, body=request.body, timeout=budget
+            )
+            ok = status < 500
+        except UpstreamHttpError as exc:
+            timed_out = exc.timed_out
+            if exc.timed_out:
+                message = f"tool {tool.name}: backend {where} did not answer within {shown:g} s"
+            else:
+                message = f"tool {tool.name}: cannot reach backend {where}: {exc}"
+            raise UpstreamError(message, connect_failed=exc.connect_failed) from exc
         finally:
             if runtime is not None and instance is not None:
                 runtime.record_finish(instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out)
-        return response.status_code, response.headers, response.content
+        return status, headers, body
 
     async def _call_mcp(self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None,
                         session_id: str | None) -> types.CallToolResult:

@@ -16,8 +16,8 @@ a failing instance out of rotation and re-admits an ejected one that passes
 again. New instances are assumed healthy until their probes say otherwise,
 as Nacos said they were.
 
-The probe is a one-method seam (``Probe``): ``HttpProbe`` over the gateway's
-pooled ``httpx`` client in production, any async function in tests.
+The probe is a one-method seam (``Probe``): ``gateway.upstream_http.HttpProbe``
+over the gateway's pooled client in production, any async function in tests.
 Clusters come and go with the gateway state: the checker re-reads the
 cluster set after every state change and stops the tasks of clusters that
 left, so a removed server leaves no probe behind.
@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-import httpx
 import structlog
 
 from registry.balancing import BalancingConfigError, ClusterRuntime
@@ -74,28 +73,6 @@ class Probe(Protocol):
     """Probe ``url`` once within ``timeout`` seconds: ``None`` when healthy, else why not (one phrase)."""
 
     async def __call__(self, url: str, timeout: float) -> str | None: ...  # noqa: ASYNC109 - the probe's own bound
-
-
-class HttpProbe:
-    """Probes with a GET over a shared ``httpx`` client; 2xx and 3xx pass (redirects are not followed)."""
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self._http = http
-
-    async def __call__(self, url: str, timeout: float) -> str | None:  # noqa: ASYNC109 - see Probe
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._http.get(url, timeout=timeout, follow_redirects=False)
-        except (TimeoutError, httpx.TimeoutException):
-            return f"no answer within {timeout:g} s"
-        except httpx.ConnectError:
-            return "connection refused or host unreachable"
-        except httpx.HTTPError as exc:
-            # The exception text may carry the URL; its type says enough.
-            return type(exc).__name__
-        if response.status_code >= 400:
-            return f"HTTP {response.status_code}"
-        return None
 
 
 @dataclass(slots=True)

@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route as HttpRoute
 
+from gateway.upstream_http import HttpProbe, UpstreamHttp
 from registry.balancing import BalancingConfigError, BalancingPolicy, ClusterRuntime, OutlierPolicy
-from registry.health import HealthChecker, HealthCheckPolicy, HttpProbe
+from registry.health import HealthChecker, HealthCheckPolicy
 from registry.managers import ClusterManager
 from registry.models import Cluster, Instance, Route, ServerModels
 from registry.state import StateStore
@@ -182,7 +182,8 @@ async def test_the_http_probe_passes_2xx_and_names_the_failure_otherwise() -> No
     closed = listening_socket()
     closed_port = closed.getsockname()[1]
     closed.close()
-    async with asyncio.timeout(5), serving(app) as url, httpx.AsyncClient(trust_env=False) as http:
+    http = UpstreamHttp()
+    async with asyncio.timeout(5), serving(app) as url:
         probe = HttpProbe(http)
         assert await probe(url + "/health/200", 1) is None
         assert await probe(url + "/health/302", 1) is None
@@ -190,3 +191,4 @@ async def test_the_http_probe_passes_2xx_and_names_the_failure_otherwise() -> No
         assert await probe(f"http://127.0.0.1:{closed_port}/health", 1) == "connection refused or host unreachable"
         assert await probe(url + "/health/0", 0.2) == "no answer within 0.2 s"
         hang.set()
+        await http.close()
