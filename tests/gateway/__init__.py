@@ -7,7 +7,9 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 
+import mcp_types as types
 import uvicorn
+from mcp.client import IncomingMessage
 from starlette.types import ASGIApp
 
 
@@ -42,3 +44,19 @@ async def serving(app: ASGIApp, sock: socket.socket | None = None) -> AsyncItera
         server.should_exit = True
         await task
         sock.close()
+
+
+def text(result: types.CallToolResult) -> str:
+    """The text content of a tool result, joined."""
+    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+class Inbox:
+    """A client message handler that notes ``notifications/tools/list_changed``."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+
+    async def __call__(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self.changed.set()

@@ -36,7 +36,7 @@ from registry.balancing import CallLimits, RetryBudget, RetryBudgetPolicy
 from registry.models import Cluster
 from remote.base import ServiceInstance
 from remote.memory import MemorySource
-from tests.gateway import listening_socket, serving
+from tests.gateway import listening_socket, serving, text
 from tests.support.builders import rest_tool, server_files, service_key, tools_doc
 
 SHOP = "3c1f4b8e-2a6d-4f0e-9b7a-5d8c1e2f3a4b"
@@ -154,9 +154,6 @@ async def running_gateway(source: MemorySource, path: str, settings: dict[str, A
         async with Client(url + path, mode="legacy", cache=None) as client:
             yield Running(gateway, url, client)
 
-
-def text(result: types.CallToolResult) -> str:
-    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 async def call_many(client: Client, tool: str, count: int, *, concurrency: int = 6) -> list[types.CallToolResult]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mcp_types as types
 import pytest
 from mcp.client import Client
 from structlog.testing import capture_logs
@@ -24,7 +23,7 @@ from structlog.testing import capture_logs
 from gateway.app import Gateway
 from gateway.demo_backend import create_demo_backend
 from gateway.settings import DEMO_TREE, Settings
-from tests.gateway import listening_socket, serving
+from tests.gateway import listening_socket, serving, text
 
 CONNECT = "/api/mcp/servers/connect"
 NO_INSTANCE = "no healthy instance of public/DEFAULT_GROUP/weather-api"
@@ -44,9 +43,6 @@ class Running:
     def client(self) -> Client:
         return Client(self.url + "/mcp/weather", mode="legacy", cache=None)
 
-
-def text(result: types.CallToolResult) -> str:
-    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mcp_types as types
 import pytest
 from mcp.client import Client, IncomingMessage
 from mcp.shared.exceptions import MCPError
@@ -27,7 +26,7 @@ from starlette.routing import Route
 from gateway.app import Gateway
 from gateway.demo_backend import create_demo_backend
 from gateway.settings import DEMO_TREE, Settings
-from tests.gateway import listening_socket, serving
+from tests.gateway import Inbox, listening_socket, serving, text
 
 WEATHER = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"
 TOOLS_11 = f"config/public/mcp-tools/{WEATHER}-1.1.0-mcp-tools.json"
@@ -123,17 +122,6 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     recorder.never.set()
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.changed = asyncio.Event()
-
-    async def __call__(self, message: IncomingMessage) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            self.changed.set()
-
-
-def text(result: types.CallToolResult) -> str:
-    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 async def test_aggregate_and_per_server_endpoints_list_their_tools(running: Running) -> None:

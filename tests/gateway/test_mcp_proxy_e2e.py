@@ -18,9 +18,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import mcp_types as types
 import pytest
-from mcp.client import Client, IncomingMessage
+from mcp.client import Client
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -31,7 +30,7 @@ from gateway.mcp_upstream import UpstreamTransport
 from gateway.settings import Settings
 from remote.base import ServiceInstance
 from remote.memory import MemorySource
-from tests.gateway import listening_socket, serving
+from tests.gateway import Inbox, listening_socket, serving, text
 from tests.support.builders import instances, server_files, service_key
 
 SERVER_ID = "2e7c9a41-5b3d-4f6e-8a1c-0d9b8e7f6a52"
@@ -150,17 +149,6 @@ async def proxy(transport: UpstreamTransport, files: dict[Any, str],
         yield Proxy(url, gateway, source, transport)
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.changed = asyncio.Event()
-
-    async def __call__(self, message: IncomingMessage) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            self.changed.set()
-
-
-def text(result: types.CallToolResult) -> str:
-    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mcp_types as types
 import pytest
-from mcp.client import Client, IncomingMessage
+from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -57,7 +56,7 @@ from registry.models import sanitize_name
 from registry.state import GatewayState
 from remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
 from remote.nacos import NacosSource
-from tests.gateway import listening_socket, serving
+from tests.gateway import Inbox, listening_socket, serving, text
 from tests.support.builders import server_files
 from tests.support.nacos_double import NacosDouble
 
@@ -314,17 +313,6 @@ async def served(nacos: NacosTarget, tmp_path: Path) -> AsyncIterator[Served]:
         yield Served(url, gateway)
 
 
-def text(result: types.CallToolResult) -> str:
-    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.changed = asyncio.Event()
-
-    async def __call__(self, message: IncomingMessage) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            self.changed.set()
 
 
 # ---------------------------------------------------------------- the acceptance, one test per sentence
