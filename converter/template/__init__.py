@@ -128,7 +128,9 @@ def parse(source: str, *, name: str = "template") -> GoTemplate:
 
 # Compiled templates are immutable, and the same template text recurs across tools and servers
 # (response bodies, auth headers) and across every version of a spec: parse each text once.
-@functools.lru_cache(maxsize=1 << 16)
+# Kept small on purpose: once full, every insertion re-tracks the cache's dict in the youngest
+# GC generation, so each young collection walks all of it (64k entries cost ~4 ms a collection).
+@functools.lru_cache(maxsize=1 << 12)
 def _parse_cached(source: str, name: str) -> GoTemplate:
     try:
         parser = Parser(source, name)
