@@ -55,6 +55,7 @@ def make_source(settings: Settings) -> RemoteClient:
             password=settings.password,
             cache_dir=settings.state_dir / "nacos-cache",
             log_dir=settings.state_dir / "logs",
+            listing_poll_interval=settings.listing_poll_interval,
         )
     from remote.files import FilesSource
 

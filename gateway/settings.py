@@ -194,6 +194,8 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     discovery_interval: float = Field(default=10.0, gt=0)
+    listing_poll_interval: float = Field(default=1.0, gt=0)
+    """Seconds between polls of Nacos' MCP server listing (Nacos pushes no event when servers come and go)."""
     aggregate_naming: Literal["prefix", "bare"] = "prefix"
     aggregate_separator: str = Field(default="_", min_length=1, max_length=3)
     upstream_timeout: float = Field(default=30.0, gt=0)

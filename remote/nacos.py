@@ -330,6 +330,11 @@ class NacosSource:
     def _who(self) -> str:
         return f"user {self._username}" if self._username else "anonymous access"
 
+    @property
+    def watched_configs(self) -> frozenset[ConfigKey]:
+        """The configs this source watches now (the SDK itself never tells the server it stopped listening)."""
+        return frozenset(self._config_watches)
+
     async def start(self) -> None:
         if self._drain_task is not None:
             return

@@ -523,7 +523,7 @@ async def delete_and_confirm(
 def watched_configs(gateway: Gateway) -> set[ConfigKey]:
     source = gateway.source
     assert isinstance(source, NacosSource)
-    return set(source._config_watches)
+    return set(source.watched_configs)
 
 
 async def test_deleting_a_server_removes_its_tools_and_cancels_its_watches(

@@ -809,6 +809,14 @@ class NacosDouble:
             "versionDetail": {"version": version, "release_date": released},
             "toolsDescriptionRef": f"{server_id}-{version}-mcp-tools.json",
         }
+        endpoint = json.loads(params.get("endpointSpecification") or "{}")
+        if endpoint.get("type") == "REF":
+            # Nacos 3 rebuilds serviceRef from the endpoint, always in the server's own namespace.
+            data = endpoint.get("data") or {}
+            remote = dict(server.get("remoteServerConfig") or {})
+            remote["serviceRef"] = {"namespaceId": namespace, "groupName": data.get("groupName", "DEFAULT_GROUP"),
+                                    "serviceName": data.get("serviceName", "")}
+            server["remoteServerConfig"] = remote
         # Nacos writes the versions file first: readers may see a version whose spec is not there yet.
         self.set_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json", json.dumps(versions))
         self.set_config(namespace, SERVER_GROUP, f"{server_id}-{version}-mcp-server.json", json.dumps(server))
