@@ -25,9 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapter.discovery import MCPServerAdapter
 from gateway.app import FIRST_SYNC_GC_PAUSE_LIMIT, pause_collector_until
+from registry.server_register import ServerRegister
 from registry.state import StateChange, StateStore
 from remote.base import ConfigKey, ServiceInstance, ServiceKey, tools_spec_key
 from remote.memory import MemorySource
+from remote.overlay import RegisteringSource
 from tests.support.builders import server_files
 
 
@@ -60,9 +62,13 @@ def server_id(i: int) -> str:
     return f"{i:08x}-0000-4000-8000-{i:012x}"
 
 
-async def initial_sync(n: int, tools: int) -> tuple[float, float, MemorySource, StateStore, MCPServerAdapter]:
+async def initial_sync(
+    n: int, tools: int
+) -> tuple[float, float, MemorySource, StateStore, MCPServerAdapter, RegisteringSource]:
     source = MemorySource()
-    await source.start()
+    register = ServerRegister()
+    overlay = RegisteringSource(source, register)
+    await overlay.start()
     for i in range(n):
         files = server_files(server_id(i), f"server-{i}", "1.0.0", tools_spec(i, tools), service=f"svc-{i}")
         for key, content in files.items():
@@ -72,7 +78,9 @@ async def initial_sync(n: int, tools: int) -> tuple[float, float, MemorySource, 
     gc.collect()
     before = rss_bytes()
     store = StateStore()
-    adapter = MCPServerAdapter(source, store, interval=3600)
+    # As the gateway wires it: the adapter reads through the overlay that merges connected servers
+    # and mirrors every instance into the in-memory server register.
+    adapter = MCPServerAdapter(overlay, store, interval=3600)
     synced = asyncio.Event()
     # The gateway pauses the collector during its first sync and freezes the result: do the same.
     pause = asyncio.create_task(pause_collector_until(synced, FIRST_SYNC_GC_PAUSE_LIMIT))
@@ -83,7 +91,8 @@ async def initial_sync(n: int, tools: int) -> tuple[float, float, MemorySource, 
     await pause
     per_tool = (rss_bytes() - before) / (n * tools)
     assert len(store.current.servers) == n, "not every server was applied"
-    return elapsed, per_tool, source, store, adapter
+    assert register.count() == n, "not every instance reached the server register"
+    return elapsed, per_tool, source, store, adapter, overlay
 
 
 async def change_latency(source: MemorySource, store: StateStore, n: int, tools: int, changes: int) -> list[float]:
@@ -137,14 +146,14 @@ async def main() -> None:
     print(f"{'servers':>8} {'tools':>7} {'sync s':>8} {'KB/tool':>8} {'chg p50 ms':>11} {'chg p99 ms':>11} "
           f"{'burst→reconciles':>17}")
     for n in [int(x) for x in args.servers.split(",")]:
-        elapsed, per_tool, source, store, adapter = await initial_sync(n, args.tools)
+        elapsed, per_tool, source, store, adapter, overlay = await initial_sync(n, args.tools)
         lat = await change_latency(source, store, n, args.tools, args.changes)
         reconciles = await burst(source, adapter, args.tools)
         print(f"{n:>8} {n * args.tools:>7} {elapsed:>8.2f} {per_tool / 1024:>8.1f} {statistics.median(lat):>11.2f} "
               f"{pct(lat, 99):>11.2f} {reconciles:>17}")
         await adapter.close()
-        await source.stop()
-        del source, store, adapter
+        await overlay.stop()
+        del source, store, adapter, overlay
         gc.collect()
 
 

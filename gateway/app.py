@@ -62,7 +62,9 @@ def make_source(settings: Settings) -> RemoteClient:
     return FilesSource(settings.files_root)
 
 
-def state_document(state: GatewayState, clusters: ClusterManager, *, ready: bool) -> dict[str, Any]:
+def state_document(
+    state: GatewayState, clusters: ClusterManager, *, ready: bool, register: ServerRegister | None = None
+) -> dict[str, Any]:
     """The /admin/state answer: everything an operator needs, nothing secret."""
     servers = {sid: status.as_dict() for sid, status in sorted(state.statuses.items())}
     endpoints = {}
@@ -99,6 +101,7 @@ def state_document(state: GatewayState, clusters: ClusterManager, *, ready: bool
         "clusters": cluster_doc,
         "conflicts": state.conflicts(),
         "summary": describe_state(state),
+        **({"server_register": register.statistics()} if register is not None else {}),
     }
 
 
@@ -165,7 +168,8 @@ class Gateway:
         self.store = StateStore(AggregateNaming(settings.aggregate_naming, settings.aggregate_separator))
         self.clusters = ClusterManager(self.store, settings.balancing.policy())
         self.source = source if source is not None else make_source(settings)
-        # Self-registered servers (the connect API) join the source's instances through this wrapper.
+        # Self-registered servers (the connect API) join the source's instances through this wrapper,
+        # which also mirrors the source's instances into the register: it holds every instance.
         self.servers = ServerRegister(settings.balancing.policy())
         self.cluster_source = RegisteringSource(self.source, self.servers, namespace=settings.namespace)
         self.mcp_pool = McpUpstreamPool()
@@ -221,7 +225,8 @@ class Gateway:
         )
 
     async def admin_state(self, request: Request) -> Response:
-        return JSONResponse(state_document(self.store.current, self.clusters, ready=self.adapter.ready.is_set()))
+        return JSONResponse(state_document(self.store.current, self.clusters, ready=self.adapter.ready.is_set(),
+                                           register=self.servers))
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")

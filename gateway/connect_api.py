@@ -3,7 +3,7 @@
     POST   /api/mcp/servers/connect                 {serverId, serverName, host, port, weight?, metadata?,
                                                      groupName?, namespaceId?}
     DELETE /api/mcp/servers/{serverName}/{serverId}
-    GET    /api/mcp/servers                         what is connected (statistics and instances)
+    GET    /api/mcp/servers                         every instance the register holds, with its origin
 
 ``serverName`` is the backend *service* name, the one a server spec's
 ``serviceRef.serviceName`` refers to (with ``groupName`` for its
@@ -11,6 +11,11 @@
 instances go into the gateway's ``ServerRegister``, and ``RegisteringSource``
 (remote.overlay) merges them into the instance lists of the matching
 service, so they reach clusters through the same cascade as Nacos instances.
+The register also mirrors the instances Nacos or the files tree lists for
+the services the gateway watches: the listing shows both, each with its
+``origin`` (``connect`` or ``source``), and counts both.  Only connected
+instances can be disconnected here; a source instance is refused with 409,
+since deleting it here would not remove it from the source.
 In the DELETE path and in the GET answer a service outside ``DEFAULT_GROUP``
 is named ``group@@service``, as Nacos names grouped services.
 
@@ -43,7 +48,7 @@ from starlette.routing import Route
 
 from adapter.discovery import MCPServerAdapter
 from registry.models import Instance
-from registry.server_register import RegistrationError, ServerRegister
+from registry.server_register import Origin, RegistrationError, ServerRegister
 from remote.base import DEFAULT_GROUP, ServiceKey
 from remote.overlay import RegisteringSource, register_name
 
@@ -87,9 +92,10 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(body)"
 
 
-def _instance_document(instance: Instance) -> dict[str, Any]:
+def _instance_document(instance: Instance, origin: Origin) -> dict[str, Any]:
     return {
         "serverId": instance.id,
+        "origin": origin,
         "host": instance.host,
         "port": instance.port,
         "scheme": instance.scheme,
@@ -186,6 +192,9 @@ class ConnectApi:
         name = request.path_params["serverName"]
         server_id = request.path_params["serverId"]
         if not self._register.unregister(name, server_id):
+            if self._register.origin(name, server_id) == "source":
+                return _problem(409, f"server {server_id!r} of service {name!r} comes from the gateway's source "
+                                     "(Nacos or the files tree), not from the connect API: deregister it there")
             return _problem(404, f"no server {server_id!r} of service {name!r} is connected; "
                                  "GET /api/mcp/servers lists the connected ones")
         log.info("connect.disconnected", service=name, server=server_id)
@@ -194,8 +203,8 @@ class ConnectApi:
                              "instances": self._register.count(name)})
 
     async def list_servers(self, request: Request) -> Response:
-        servers = {name: [_instance_document(i) for i in instances]
-                   for name, instances in sorted(self._register.all().items())}
+        servers = {name: [_instance_document(i, origin) for i, origin in record.entries()]
+                   for name, record in sorted(self._register.all().items())}
         return JSONResponse({"namespace": self._source.namespace, "statistics": self._register.statistics(),
                              "servers": servers})
 

@@ -1,19 +1,33 @@
-"""The in-memory server register: backend instances by service name, with load-balanced selection.
+"""The in-memory server register: every backend instance by service name, with its origin.
 
-MCP servers that register themselves with the gateway, Nacos service
-instances and the files source all end up as instances under a service
-name; the gateway asks this register for one instance per call. The design
-(a Java ``McpMemoryRegister``) keeps many instances under one name, each with
-a unique id, drops a name's record when its last instance goes, and selects
-healthy, enabled, active instances by load balancing.
+Two origins feed it. ``connect``: MCP servers that register themselves with
+the gateway (``POST /api/mcp/servers/connect``). ``source``: the instances
+Nacos or the files tree lists for the services the gateway watches, mirrored
+by ``remote.overlay.RegisteringSource`` as the source delivers them. The
+design (a Java ``McpMemoryRegister``) keeps many instances under one name,
+each with a unique id, drops a name's record when its last instance goes,
+and selects healthy, enabled, active instances by load balancing.
+
+The two origins are kept apart because they flow in opposite directions.
+Connected instances must reach the gateway's clusters, so subscribers (the
+overlay) hear of every connect-origin change and re-deliver it into the
+source cascade. Source instances already took that cascade: telling the
+overlay about them would only echo each source change as a second delivery
+and reconcile, so mirroring notifies nobody. Writes of either origin never
+touch the other's entries.
 
 Selection is on the hot path and must never wait for a writer: writers
-serialise on a lock and publish a new immutable snapshot (copy-on-write),
-and ``select`` reads whichever snapshot is current without locking. Each name
-has a ``ClusterRuntime`` that outlives snapshots, so balancing position and
-health statistics survive re-registrations. Subscribers are told the name
-that changed (level-triggered: they re-read), after the lock is released so
-they may call back into the register.
+serialise on a lock and publish a new immutable snapshot, and readers use
+whichever snapshot is current without locking. The snapshot is a HAMT
+(``immutables.Map``), so one service's change costs O(log n) rather than a
+copy of every service: the source mirrors services one delivery at a time,
+and a 10,000-service sync must not pay 10,000 full copies. Each name's
+``ClusterRuntime`` (balancing position, health statistics) outlives
+snapshots; it is created on the first selection, since most mirrored names
+are never selected here (the gateway's calls balance over its clusters) and
+10,000 runtimes would cost ~0.1 s of a sync for nothing. Subscribers are
+told the name that changed (level-triggered: they re-read), after the lock
+is released so they may call back into the register.
 """
 
 from __future__ import annotations
@@ -21,11 +35,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
+import immutables
 import structlog
 
 from registry.balancing import BalancingPolicy, Clock, ClusterRuntime
@@ -37,6 +52,9 @@ log = structlog.get_logger("mcpgw.server_register")
 Transport = Literal["mcp-streamable", "mcp-sse", "http", "https"]
 TRANSPORTS: Final[tuple[str, ...]] = get_args(Transport)
 
+Origin = Literal["connect", "source"]
+"""``connect``: registered through the connect API; ``source``: mirrored from Nacos or the files tree."""
+
 Subscriber = Callable[[str], None]
 
 
@@ -45,20 +63,49 @@ class RegistrationError(McpgwError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
-    instances: Mapping[str, tuple[Instance, ...]] = field(default_factory=lambda: MappingProxyType({}))
-    runtimes: Mapping[str, ClusterRuntime] = field(default_factory=lambda: MappingProxyType({}))
+class ServiceRecord:
+    """One service's instances by origin, each in the order it arrived."""
+
+    source: tuple[Instance, ...] = ()
+    connected: tuple[Instance, ...] = ()
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        """Every instance, the source's first."""
+        return (*self.source, *self.connected)
+
+    def entries(self) -> Iterator[tuple[Instance, Origin]]:
+        """Every instance with its origin, the source's first."""
+        for instance in self.source:
+            yield instance, "source"
+        for instance in self.connected:
+            yield instance, "connect"
+
+    def served(self) -> tuple[Instance, ...]:
+        """What selection balances over: the source's instances, then the connected ones at an address and
+        with an id the source does not have (the source wins, as in ``remote.overlay.merge_instances``)."""
+        if not self.source or not self.connected:
+            return self.instances
+        taken = {f"{i.host}:{i.port}" for i in self.source} | {i.id for i in self.source}
+        return (*self.source, *(i for i in self.connected if i.id not in taken and f"{i.host}:{i.port}" not in taken))
+
+
+_NO_RECORD: Final = ServiceRecord()
 
 
 class ServerRegister:
-    """Backend instances by service name; thread-safe, lock-free on the read and select path."""
+    """Backend instances by service name and origin; thread-safe, lock-free on the read and select path."""
 
     def __init__(self, policy: BalancingPolicy | None = None, *, clock: Clock = time.monotonic) -> None:
         self._policy = policy or BalancingPolicy()
         self._clock = clock
         self._lock = threading.Lock()
-        self._snapshot = _Snapshot()
+        self._records: immutables.Map[str, ServiceRecord] = immutables.Map()
+        # Only names someone selected from have a runtime; written under the lock, read without it.
+        self._runtimes: dict[str, ClusterRuntime] = {}
         self._subscribers: tuple[Subscriber, ...] = ()
+
+    # ------------------------------------------------------------------ connect origin
 
     def register(
         self,
@@ -74,7 +121,7 @@ class ServerRegister:
         healthy: bool = True,
         enabled: bool = True,
     ) -> bool:
-        """Add or update the instance ``server_id`` of ``service_name``.
+        """Add or update the connected instance ``server_id`` of ``service_name``.
 
         Returns ``True`` when the instance is new, ``False`` when an existing
         registration was updated (or was already identical, which changes
@@ -87,7 +134,8 @@ class ServerRegister:
             enabled=enabled,
         )
         with self._lock:
-            current = self._snapshot.instances.get(service_name, ())
+            record = self._records.get(service_name, _NO_RECORD)
+            current = record.connected
             position = next((n for n, i in enumerate(current) if i.id == server_id), None)
             if position is None:
                 updated = (*current, instance)
@@ -95,19 +143,22 @@ class ServerRegister:
                 return False
             else:
                 updated = (*current[:position], instance, *current[position + 1 :])
-            self._publish(service_name, updated)
+            self._commit({service_name: replace(record, connected=updated)})
         log.info("server_register.registered", service=service_name, server=server_id, new=position is None)
         self._notify(service_name)
         return position is None
 
     def unregister(self, service_name: str, server_id: str) -> bool:
-        """Remove one instance; the service goes with its last instance. ``False`` if it was not there."""
+        """Remove one connected instance; ``False`` if no connected instance has that id.
+
+        Source instances are the source's to remove: ``origin`` tells a caller which one it was asked for.
+        """
         with self._lock:
-            current = self._snapshot.instances.get(service_name, ())
-            remaining = tuple(i for i in current if i.id != server_id)
-            if len(remaining) == len(current):
+            record = self._records.get(service_name, _NO_RECORD)
+            remaining = tuple(i for i in record.connected if i.id != server_id)
+            if len(remaining) == len(record.connected):
                 return False
-            self._publish(service_name, remaining)
+            self._commit({service_name: replace(record, connected=remaining)})
         log.info("server_register.unregistered", service=service_name, server=server_id)
         self._notify(service_name)
         return True
@@ -115,12 +166,13 @@ class ServerRegister:
     def set_status(
         self, service_name: str, server_id: str, *, healthy: bool | None = None, enabled: bool | None = None
     ) -> bool:
-        """Change an instance's health or enabled flag (an active health check's verdict).
+        """Change a connected instance's health or enabled flag (an active health check's verdict).
 
-        Returns ``False`` when the instance is unknown or nothing changed.
+        Returns ``False`` when no connected instance has that id or nothing
+        changed; a source instance's status is the source's.
         """
         with self._lock:
-            current = self._snapshot.instances.get(service_name, ())
+            record = self._records.get(service_name, _NO_RECORD)
             updated = tuple(
                 replace(
                     i,
@@ -129,59 +181,122 @@ class ServerRegister:
                 )
                 if i.id == server_id
                 else i
-                for i in current
+                for i in record.connected
             )
-            if updated == current:
+            if updated == record.connected:
                 return False
-            self._publish(service_name, updated)
+            self._commit({service_name: replace(record, connected=updated)})
         self._notify(service_name)
         return True
 
+    # ------------------------------------------------------------------ source origin
+
+    def mirror_source(
+        self, services: Mapping[str, Sequence[Instance]], removed: Collection[str] = ()
+    ) -> frozenset[str]:
+        """Make the source instances of each service in ``services`` exactly the given ones, in one publication.
+
+        Names in ``removed`` (and not in ``services``) lose all their source
+        instances. Connected instances stay as they are; a name goes when it
+        has neither. Instances with one id keep the last. Costs O(log n) per
+        named service, whatever the register holds, and notifies no
+        subscriber (see the module docstring). Returns the names whose
+        source instances changed.
+        """
+        with self._lock:
+            updates: dict[str, ServiceRecord] = {}
+            for name, given in (*services.items(), *((n, ()) for n in removed if n not in services)):
+                record = self._records.get(name, _NO_RECORD)
+                source = tuple({i.id: i for i in given}.values())
+                if source != record.source:
+                    updates[name] = replace(record, source=source)
+            if updates:
+                self._commit(updates)
+        return frozenset(updates)
+
+    # ------------------------------------------------------------------ reads
+
     def get(self, service_name: str, server_id: str) -> Instance | None:
+        """The instance with that id, the source's if both origins have one."""
         return next((i for i in self.instances(service_name) if i.id == server_id), None)
 
+    def origin(self, service_name: str, server_id: str) -> Origin | None:
+        """Where the instance with that id came from (``source`` if both origins have one)."""
+        record = self._records.get(service_name, _NO_RECORD)
+        return next((origin for i, origin in record.entries() if i.id == server_id), None)
+
     def instances(self, service_name: str) -> tuple[Instance, ...]:
-        """All instances of a service in registration order, whatever their state."""
-        return self._snapshot.instances.get(service_name, ())
+        """All instances of a service, the source's first, whatever their state."""
+        return self._records.get(service_name, _NO_RECORD).instances
+
+    def connected(self, service_name: str) -> tuple[Instance, ...]:
+        """The connected instances of a service, in registration order."""
+        return self._records.get(service_name, _NO_RECORD).connected
+
+    def mirrored(self, service_name: str) -> tuple[Instance, ...]:
+        """The source's instances of a service, as last mirrored."""
+        return self._records.get(service_name, _NO_RECORD).source
 
     def select(self, service_name: str, key: str | None = None, exclude: Collection[str] = ()) -> Instance | None:
         """One healthy, enabled, non-ejected instance by the service's balancing strategy.
 
         ``key`` is for sticky strategies (the MCP session id), ``exclude`` the
         ids a retry already tried. ``None`` when the service is unknown or
-        has no usable instance.
+        has no usable instance. Both origins take part, the source winning an
+        address or id both have (``ServiceRecord.served``).
         """
-        runtime = self._snapshot.runtimes.get(service_name)
+        runtime = self.runtime(service_name)
         return None if runtime is None else runtime.pick(key, exclude)
 
     def runtime(self, service_name: str) -> ClusterRuntime | None:
         """The balancing and health state of a service: call ``record_start``/``record_finish`` on it."""
-        return self._snapshot.runtimes.get(service_name)
+        runtime = self._runtimes.get(service_name)
+        if runtime is not None or service_name not in self._records:
+            return runtime
+        with self._lock:
+            record = self._records.get(service_name)
+            if record is None:
+                return None
+            runtime = self._runtimes.get(service_name)
+            if runtime is None:
+                runtime = ClusterRuntime(service_name, self._policy, service=service_name, clock=self._clock)
+                runtime.update_instances(record.served())
+                self._runtimes[service_name] = runtime
+            return runtime
 
     def has(self, service_name: str, server_id: str | None = None) -> bool:
         if server_id is None:
-            return service_name in self._snapshot.instances
+            return service_name in self._records
         return self.get(service_name, server_id) is not None
 
     def count(self, service_name: str | None = None) -> int:
-        """Instances of one service, or of all services when no name is given."""
-        instances = self._snapshot.instances
+        """Instances of one service, or of all services when no name is given (both origins)."""
+        records = self._records
         if service_name is not None:
-            return len(instances.get(service_name, ()))
-        return sum(len(group) for group in instances.values())
+            record = records.get(service_name, _NO_RECORD)
+            return len(record.source) + len(record.connected)
+        return sum(len(r.source) + len(r.connected) for r in records.values())
 
-    def all(self) -> Mapping[str, tuple[Instance, ...]]:
-        """Every service and its instances: a consistent read-only snapshot."""
-        return self._snapshot.instances
+    def all(self) -> Mapping[str, ServiceRecord]:
+        """Every service and its record: a consistent read-only snapshot."""
+        return self._records
 
     def statistics(self) -> dict[str, Any]:
-        """Counts in the design's shape: ``{totalServerNames, totalServers, serverCounts}``."""
-        instances = self._snapshot.instances
-        counts = {name: len(group) for name, group in instances.items()}
-        return {"totalServerNames": len(counts), "totalServers": sum(counts.values()), "serverCounts": counts}
+        """Counts in the design's shape, ``{totalServerNames, totalServers, serverCounts}``, plus ``originCounts``."""
+        counts: dict[str, int] = {}
+        by_origin = {"connect": 0, "source": 0}
+        for name, record in self._records.items():
+            counts[name] = len(record.source) + len(record.connected)
+            by_origin["source"] += len(record.source)
+            by_origin["connect"] += len(record.connected)
+        return {"totalServerNames": len(counts), "totalServers": sum(counts.values()), "serverCounts": counts,
+                "originCounts": by_origin}
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback(service_name)`` after every change of that service; returns an unsubscribe."""
+        """Call ``callback(service_name)`` after every change of that service's connected instances.
+
+        Returns an unsubscribe. Mirrored source changes are not told (see the module docstring).
+        """
         with self._lock:
             self._subscribers = (*self._subscribers, callback)
 
@@ -231,23 +346,18 @@ class ServerRegister:
             metadata=MappingProxyType({**(metadata or {}), "transport": transport}),
         )
 
-    def _publish(self, service_name: str, instances: tuple[Instance, ...]) -> None:
-        """Swap in a snapshot where ``service_name`` has ``instances``; called with the lock held."""
-        previous = self._snapshot
-        by_name = dict(previous.instances)
-        runtimes = dict(previous.runtimes)
-        if instances:
-            runtime = runtimes.get(service_name)
-            if runtime is None:
-                runtime = runtimes[service_name] = ClusterRuntime(
-                    service_name, self._policy, service=service_name, clock=self._clock
-                )
-            runtime.update_instances(instances)
-            by_name[service_name] = instances
-        else:
-            by_name.pop(service_name, None)
-            runtimes.pop(service_name, None)
-        self._snapshot = _Snapshot(MappingProxyType(by_name), MappingProxyType(runtimes))
+    def _commit(self, records: Mapping[str, ServiceRecord]) -> None:
+        """Swap in a snapshot with these records, an empty one dropping its name; called with the lock held."""
+        mutation = self._records.mutate()
+        for name, record in records.items():
+            if record.source or record.connected:
+                mutation[name] = record
+                if (runtime := self._runtimes.get(name)) is not None:
+                    runtime.update_instances(record.served())
+            else:
+                mutation.pop(name, None)
+                self._runtimes.pop(name, None)
+        self._records = mutation.finish()
 
     def _notify(self, service_name: str) -> None:
         for callback in self._subscribers:

@@ -1,4 +1,4 @@
-"""Servers that connect to the gateway themselves, merged into the service instances of any source.
+"""Servers that connect to the gateway themselves, merged into any source's instances; the source's mirrored back.
 
 Without Nacos there is nowhere for a backend to announce itself, so the
 gateway takes registrations directly (``POST /api/mcp/servers/connect``)
@@ -6,7 +6,7 @@ into a ``ServerRegister``.  Those instances must reach tools exactly like
 Nacos instances do, through the one cascade that already exists (source
 subscription → listener → converter → cluster state), not through a second
 path with its own bugs.  ``RegisteringSource`` makes that happen: it wraps
-any ``RemoteClient`` and adds the register's instances to the instance lists
+any ``RemoteClient`` and adds the register's connected instances to the instance lists
 and subscription deliveries of the matching service.  A connect or a
 disconnect re-delivers the merged list to that service's subscribers at
 once, from our own task, so the gateway reacts within milliseconds and
@@ -25,6 +25,16 @@ has its own health checks, and a disconnect must never hide an instance
 that Nacos (or the files tree) still lists.  Among registered instances the
 earliest registration of an address wins.
 
+Mirroring.  The register holds every instance, so whatever the wrapped
+source delivers for a watched service is mirrored into it as ``source``
+instances (ids ``ip:port``, as clusters name them), and a service no
+subscriber watches any more leaves it.  This is the one place where the
+source's own list and the connected instances are still apart: once merged
+and converted into a cluster, an instance no longer says where it came
+from.  Mirroring notifies no register subscriber, so it never comes back
+here as a re-delivery.  Services of another namespace are mirrored under
+``namespace/group/service`` (``mirror_name``); nothing connects to those.
+
 Semantics kept from ``RemoteClient``: callbacks get the complete list; a
 subscriber is only called when its merged list changed; callbacks must only
 enqueue (we may await them while the wrapped source holds its lock).
@@ -36,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -44,6 +54,7 @@ from typing import Protocol
 import structlog
 
 from registry.errors import SourceError
+from registry.models import Instance
 from remote.base import (
     DEFAULT_GROUP,
     DEFAULT_NAMESPACE,
@@ -82,14 +93,32 @@ class RegisteredBackend(Protocol):
 class InstanceRegister(Protocol):
     """What the overlay needs of ``registry.server_register.ServerRegister``."""
 
-    def instances(self, service_name: str) -> Sequence[RegisteredBackend]: ...
+    def connected(self, service_name: str) -> Sequence[RegisteredBackend]: ...
 
     def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]: ...
+
+    def mirror_source(
+        self, services: Mapping[str, Sequence[Instance]], removed: Collection[str] = ()
+    ) -> Collection[str]: ...
 
 
 def register_name(key: ServiceKey) -> str:
     """The register's name for a service: Nacos' grouped service name."""
     return key.service if key.group == DEFAULT_GROUP else f"{key.group}@@{key.service}"
+
+
+def source_instance(instance: ServiceInstance) -> Instance:
+    """A source instance as the register keeps it: id ``ip:port`` as in clusters, https when it says so."""
+    return Instance(
+        id=instance.address,
+        host=instance.ip,
+        port=instance.port,
+        weight=instance.weight,
+        healthy=instance.healthy,
+        enabled=instance.enabled,
+        scheme="https" if instance.metadata.get("protocol") == "https" else "http",
+        metadata=MappingProxyType(dict(instance.metadata)),
+    )
 
 
 def merge_instances(
@@ -127,13 +156,16 @@ class _Subscription:
 
 
 class RegisteringSource:
-    """A ``RemoteClient`` that delegates to ``inner`` and adds the register's instances (see the docstring)."""
+    """A ``RemoteClient`` over ``inner`` with the register's connected instances added (see the docstring)."""
 
     def __init__(self, inner: RemoteClient, register: InstanceRegister, *, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._inner = inner
         self._register = register
         self._namespace = namespace or DEFAULT_NAMESPACE
-        self._subscriptions: dict[tuple[ServiceKey, InstancesCallback], _Subscription] = {}
+        # By key, then callback; and the keys by register name. Both are looked up per delivery and per
+        # register change: at 10,000 services a scan of every subscription made a sync ~8x slower.
+        self._subscriptions: dict[ServiceKey, dict[InstancesCallback, _Subscription]] = {}
+        self._keys_by_name: dict[str, set[ServiceKey]] = {}
         self._inner_callbacks: dict[_Subscription, InstancesCallback] = {}
         self._inner_lists: dict[ServiceKey, tuple[ServiceInstance, ...]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,6 +188,10 @@ class RegisteringSource:
     def name_of(self, key: ServiceKey) -> str | None:
         """The register name whose instances ``key`` gets, or ``None`` for another namespace."""
         return register_name(key) if key.namespace == self._namespace else None
+
+    def mirror_name(self, key: ServiceKey) -> str:
+        """The register name ``key``'s source instances are mirrored under."""
+        return self.name_of(key) or str(key)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,7 +216,9 @@ class RegisteringSource:
             self._drain_task = None
         self._loop = None
         self._subscriptions.clear()
+        self._keys_by_name.clear()
         self._inner_callbacks.clear()
+        self._register.mirror_source({}, removed=[self.mirror_name(key) for key in self._inner_lists])
         self._inner_lists.clear()
         await self._inner.stop()
 
@@ -209,22 +247,24 @@ class RegisteringSource:
 
     async def list_instances(self, key: ServiceKey) -> list[ServiceInstance]:
         inner = tuple(await self._inner.list_instances(key))
-        if any(sub.key == key for sub in self._subscriptions.values()):
-            self._inner_lists[key] = inner
+        if key in self._subscriptions:
+            self._learned(key, inner)
         return list(self._merged(key, inner))
 
     async def subscribe(self, key: ServiceKey, callback: InstancesCallback) -> None:
-        if (key, callback) in self._subscriptions:
+        if self._current(key, callback) is not None:
             return
         subscription = _Subscription(key, callback)
 
         async def from_inner(_key: ServiceKey, instances: tuple[ServiceInstance, ...]) -> None:
-            if self._subscriptions.get((key, callback)) is not subscription:
+            if self._current(key, callback) is not subscription:
                 return  # a delivery that raced unsubscribe
-            self._inner_lists[key] = tuple(instances)
+            self._learned(key, tuple(instances))
             await self._deliver(subscription)
 
-        self._subscriptions[(key, callback)] = subscription
+        if key not in self._subscriptions:
+            self._keys_by_name.setdefault(self.mirror_name(key), set()).add(key)
+        self._subscriptions.setdefault(key, {})[callback] = subscription
         self._inner_callbacks[subscription] = from_inner
         try:
             await self._inner.subscribe(key, from_inner)
@@ -233,31 +273,52 @@ class RegisteringSource:
             raise
 
     async def unsubscribe(self, key: ServiceKey, callback: InstancesCallback) -> None:
-        subscription = self._subscriptions.get((key, callback))
+        subscription = self._current(key, callback)
         if subscription is None:
             return
         inner_callback = self._inner_callbacks[subscription]
         self._forget(subscription)
         await self._inner.unsubscribe(key, inner_callback)
 
+    def _current(self, key: ServiceKey, callback: InstancesCallback) -> _Subscription | None:
+        return self._subscriptions.get(key, {}).get(callback)
+
     def _forget(self, subscription: _Subscription) -> None:
         key = subscription.key
-        self._subscriptions.pop((key, subscription.callback), None)
         self._inner_callbacks.pop(subscription, None)
-        if not any(sub.key == key for sub in self._subscriptions.values()):
-            self._inner_lists.pop(key, None)
+        callbacks = self._subscriptions.get(key, {})
+        if callbacks.get(subscription.callback) is subscription:
+            del callbacks[subscription.callback]
+        if callbacks:
+            return
+        self._subscriptions.pop(key, None)
+        name = self.mirror_name(key)
+        keys = self._keys_by_name.get(name, set())
+        keys.discard(key)
+        if not keys:
+            self._keys_by_name.pop(name, None)
+        if key in self._inner_lists:
+            del self._inner_lists[key]
+            self._register.mirror_source({}, removed=[name])
+
+    def _learned(self, key: ServiceKey, inner: tuple[ServiceInstance, ...]) -> None:
+        """Keep the wrapped source's newest list of ``key`` and mirror it into the register when it changed."""
+        if self._inner_lists.get(key) == inner:
+            return
+        self._inner_lists[key] = inner
+        self._register.mirror_source({self.mirror_name(key): [source_instance(i) for i in inner]})
 
     def _merged(self, key: ServiceKey, inner: Sequence[ServiceInstance]) -> tuple[ServiceInstance, ...]:
         name = self.name_of(key)
         if name is None:
             return tuple(inner)
-        return merge_instances(inner, self._register.instances(name), name)
+        return merge_instances(inner, self._register.connected(name), name)
 
     async def _deliver(self, subscription: _Subscription) -> None:
         # One delivery at a time, each computed from the newest data, so the last call a subscriber gets
         # is always the current merged list whichever path (inner push or register change) came last.
         async with self._deliver_lock:
-            if self._subscriptions.get((subscription.key, subscription.callback)) is not subscription:
+            if self._current(subscription.key, subscription.callback) is not subscription:
                 return
             merged = self._merged(subscription.key, self._inner_lists.get(subscription.key, ()))
             if merged == subscription.last:
@@ -304,7 +365,8 @@ class RegisteringSource:
         self._delivered.set()
 
     async def _redeliver(self, name: str) -> None:
-        for subscription in [s for s in self._subscriptions.values() if self.name_of(s.key) == name]:
+        keys = [key for key in self._keys_by_name.get(name, ()) if self.name_of(key) == name]
+        for subscription in [s for key in keys for s in self._subscriptions.get(key, {}).values()]:
             if subscription.key in self._inner_lists or await self._learn_inner(subscription.key):
                 await self._deliver(subscription)
 
@@ -315,8 +377,11 @@ class RegisteringSource:
         push or register change delivers again.
         """
         try:
-            self._inner_lists[key] = tuple(await self._inner.list_instances(key))
+            listed = tuple(await self._inner.list_instances(key))
         except SourceError as exc:
             log.warning("overlay.inner_list_failed", service=str(key), error=str(exc))
             return False
+        if key not in self._subscriptions:
+            return False  # unsubscribed meanwhile: nothing to deliver, nothing to keep mirrored
+        self._learned(key, listed)
         return True

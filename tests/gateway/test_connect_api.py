@@ -2,12 +2,14 @@
 
 The gateway runs on a files tree whose weather server's ``serviceRef``
 (``weather-api``) has no instances at all, so every instance a call can
-reach came through ``POST /api/mcp/servers/connect``.
+reach came through ``POST /api/mcp/servers/connect``; ``running_with_source``
+keeps the tree's own instance of it, to see both origins side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -45,11 +47,28 @@ class Running:
 
 
 
+SOURCE_INSTANCE = "127.0.0.1:18081"
+"""The instance the demo tree's naming file lists for weather-api."""
+
+
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    async with _running(tmp_path, with_source_instance=False) as running:
+        yield running
+
+
+@pytest.fixture
+async def running_with_source(tmp_path: Path) -> AsyncIterator[Running]:
+    async with _running(tmp_path, with_source_instance=True) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _running(tmp_path: Path, *, with_source_instance: bool) -> AsyncIterator[Running]:
     tree = tmp_path / "tree"
     shutil.copytree(DEMO_TREE, tree)
-    (tree / "naming/public/DEFAULT_GROUP/weather-api.json").unlink()
+    if not with_source_instance:
+        (tree / "naming/public/DEFAULT_GROUP/weather-api.json").unlink()
     backend_sock = listening_socket()
     gateway = Gateway(Settings(files=tree, discovery_interval=3600, upstream_timeout=1.0))
     async with (
@@ -107,7 +126,8 @@ async def test_listing_shows_statistics_and_metadata_keys_but_no_values(running:
     assert listing.status_code == 200
     doc = listing.json()
     assert doc["statistics"] == {"totalServerNames": 2, "totalServers": 2,
-                                 "serverCounts": {"weather-api": 1, "mcp-endpoints@@amap::1.0.0": 1}}
+                                 "serverCounts": {"weather-api": 1, "mcp-endpoints@@amap::1.0.0": 1},
+                                 "originCounts": {"connect": 2, "source": 0}}
     [weather] = doc["servers"]["weather-api"]
     assert weather["serverId"] == "weather-1"
     assert "apiKey" in weather["metadataKeys"]
@@ -169,6 +189,35 @@ async def test_disconnecting_an_unknown_server_is_404(running: Running) -> None:
     assert (unknown_id.status_code, unknown_name.status_code) == (404, 404)
     assert "no server 'nope' of service 'weather-api' is connected" in unknown_id.json()["error"]
     assert (await running.http.get("/api/mcp/servers")).json()["statistics"]["totalServers"] == 1
+
+
+async def test_source_instances_are_listed_next_to_connected_ones_and_cannot_be_disconnected(
+    running_with_source: Running,
+) -> None:
+    running = running_with_source
+    connected = await running.http.post(CONNECT, json=running.body())
+    assert connected.json()["instances"] == 2
+
+    doc = (await running.http.get("/api/mcp/servers")).json()
+    assert [(s["serverId"], s["origin"]) for s in doc["servers"]["weather-api"]] == [
+        (SOURCE_INSTANCE, "source"), ("weather-1", "connect")]
+    expected = {"totalServerNames": 1, "totalServers": 2, "serverCounts": {"weather-api": 2},
+                "originCounts": {"connect": 1, "source": 1}}
+    assert doc["statistics"] == expected
+
+    refused = await running.http.delete(f"/api/mcp/servers/weather-api/{SOURCE_INSTANCE}")
+    assert refused.status_code == 409
+    assert refused.json()["error"] == (
+        f"server '{SOURCE_INSTANCE}' of service 'weather-api' comes from the gateway's source (Nacos or the files "
+        "tree), not from the connect API: deregister it there")
+    assert (await running.http.get("/api/mcp/servers")).json()["statistics"] == expected
+    assert (await running.http.get("/admin/state")).json()["server_register"] == expected
+
+    gone = await running.http.delete("/api/mcp/servers/weather-api/weather-1")
+    assert gone.status_code == 200
+    assert gone.json()["instances"] == 1
+    listed = (await running.http.get("/api/mcp/servers")).json()["servers"]
+    assert [(s["serverId"], s["origin"]) for s in listed["weather-api"]] == [(SOURCE_INSTANCE, "source")]
 
 
 def _guarded_api(token: str | None) -> Any:

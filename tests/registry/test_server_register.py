@@ -11,12 +11,19 @@ from hypothesis import strategies as st
 
 from registry.balancing import BalancingPolicy
 from registry.errors import McpgwError
+from registry.models import Instance
 from registry.server_register import RegistrationError, ServerRegister
 
 
 def weather(register: ServerRegister, *ids: str) -> None:
     for n, server_id in enumerate(ids):
         register.register("weather-service", server_id, "10.0.0.1", 9000 + n)
+
+
+def nacos(address: str, **changes: object) -> Instance:
+    """A source instance as the overlay mirrors it: id ``ip:port``."""
+    host, port = address.rsplit(":", 1)
+    return Instance(id=address, host=host, port=int(port), **changes)  # type: ignore[arg-type]
 
 
 def test_many_instances_register_under_one_name_and_are_selected_in_turn() -> None:
@@ -50,7 +57,8 @@ def test_the_service_record_goes_with_its_last_instance() -> None:
     assert not register.has("weather-service")
     assert register.runtime("weather-service") is None
     assert register.select("weather-service") is None
-    assert register.statistics() == {"totalServerNames": 0, "totalServers": 0, "serverCounts": {}}
+    assert register.statistics() == {"totalServerNames": 0, "totalServers": 0, "serverCounts": {},
+                                     "originCounts": {"connect": 0, "source": 0}}
 
 
 def test_queries_answer_from_the_current_registrations() -> None:
@@ -63,11 +71,12 @@ def test_queries_answer_from_the_current_registrations() -> None:
     assert register.get("calc-service", "c1").metadata["transport"] == "mcp-sse"  # type: ignore[union-attr]
     assert register.get("calc-service", "w1") is None
     assert (register.count("weather-service"), register.count("nope"), register.count()) == (3, 0, 4)
-    assert {name: len(group) for name, group in register.all().items()} == {"weather-service": 3, "calc-service": 1}
+    assert {name: len(r.instances) for name, r in register.all().items()} == {"weather-service": 3, "calc-service": 1}
     assert register.statistics() == {
         "totalServerNames": 2,
         "totalServers": 4,
         "serverCounts": {"weather-service": 3, "calc-service": 1},
+        "originCounts": {"connect": 4, "source": 0},
     }
 
 
@@ -239,3 +248,93 @@ def test_concurrent_registration_selection_and_removal_stay_consistent() -> None
     assert {i.id for i in register.instances("svc")} == expected
     assert register.count("svc") == len(expected) == register.runtime("svc").stats()["total"]  # type: ignore[union-attr]
     assert sum(selected.values()) > 0
+
+
+def test_mirroring_replaces_the_source_instances_of_many_services_and_keeps_the_connected_ones() -> None:
+    register = ServerRegister()
+    weather(register, "connected-1")
+    register.mirror_source({"weather-service": [nacos("10.1.0.1:80"), nacos("10.1.0.2:80")],
+                            "calc-service": [nacos("10.2.0.1:80")]})
+
+    changed = register.mirror_source({"weather-service": [nacos("10.1.0.3:80")],
+                                      "calc-service": [nacos("10.2.0.1:80")]})
+    assert changed == {"weather-service"}
+    assert [(i.id, o) for i, o in register.all()["weather-service"].entries()] == [
+        ("10.1.0.3:80", "source"), ("connected-1", "connect")]
+    assert [i.id for i in register.connected("weather-service")] == ["connected-1"]
+    assert [i.id for i in register.mirrored("calc-service")] == ["10.2.0.1:80"]
+    assert (register.origin("weather-service", "10.1.0.3:80"), register.origin("weather-service", "connected-1"),
+            register.origin("weather-service", "10.1.0.1:80")) == ("source", "connect", None)
+
+
+def test_a_service_goes_with_its_last_source_instance_unless_something_is_connected_to_it() -> None:
+    register = ServerRegister()
+    weather(register, "connected-1")
+    register.mirror_source({"weather-service": [nacos("10.1.0.1:80")], "calc-service": [nacos("10.2.0.1:80")],
+                            "file-service": [nacos("10.3.0.1:80")]})
+
+    changed = register.mirror_source({"file-service": []}, removed=["weather-service", "calc-service", "unknown"])
+    assert changed == {"weather-service", "calc-service", "file-service"}
+    assert set(register.all()) == {"weather-service"}
+    assert [i.id for i in register.instances("weather-service")] == ["connected-1"]
+    assert not register.has("calc-service") and register.runtime("calc-service") is None
+
+    assert register.unregister("weather-service", "connected-1")
+    assert not register.all()
+
+
+def test_statistics_count_both_origins() -> None:
+    register = ServerRegister()
+    weather(register, "connected-1", "connected-2")
+    register.mirror_source({"weather-service": [nacos("10.1.0.1:80")], "calc-service": [nacos("10.2.0.1:80")] * 2})
+
+    assert register.statistics() == {
+        "totalServerNames": 2,
+        "totalServers": 4,
+        "serverCounts": {"weather-service": 3, "calc-service": 1},
+        "originCounts": {"connect": 2, "source": 2},
+    }
+    assert (register.count(), register.count("weather-service")) == (4, 3)
+
+
+def test_mirroring_notifies_no_subscriber_and_connect_changes_still_do() -> None:
+    register = ServerRegister()
+    heard: list[str] = []
+    register.subscribe(heard.append)
+    register.mirror_source({"weather-service": [nacos("10.1.0.1:80")]})
+    register.mirror_source({}, removed=["weather-service"])
+    assert heard == []
+
+    register.mirror_source({"weather-service": [nacos("10.1.0.1:80")]})
+    weather(register, "connected-1")
+    assert heard == ["weather-service"]
+
+
+def test_only_connected_instances_can_be_unregistered_or_have_their_status_set() -> None:
+    register = ServerRegister()
+    register.mirror_source({"weather-service": [nacos("10.1.0.1:80")]})
+    assert not register.unregister("weather-service", "10.1.0.1:80")
+    assert not register.set_status("weather-service", "10.1.0.1:80", healthy=False)
+    assert register.get("weather-service", "10.1.0.1:80") == nacos("10.1.0.1:80")
+
+
+def test_selection_balances_over_both_origins_and_the_source_wins_a_shared_address() -> None:
+    register = ServerRegister(BalancingPolicy(strategy="round_robin"))
+    register.mirror_source({"weather-service": [nacos("10.0.0.1:9000", weight=5.0)]})
+    weather(register, "shadowed", "own")  # "shadowed" is at 10.0.0.1:9000 too
+    assert {register.select("weather-service").id for _ in range(12)} == {  # type: ignore[union-attr]
+        "10.0.0.1:9000", "own"}
+
+    register.mirror_source({}, removed=["weather-service"])
+    assert {register.select("weather-service").id for _ in range(12)} == {  # type: ignore[union-attr]
+        "shadowed", "own"}
+
+
+def test_a_runtime_follows_mirrored_changes_once_it_exists() -> None:
+    register = ServerRegister()
+    register.mirror_source({"weather-service": [nacos("10.1.0.1:80")]})
+    runtime = register.runtime("weather-service")
+    assert runtime is not None
+    register.mirror_source({"weather-service": [nacos("10.1.0.2:80")]})
+    assert register.runtime("weather-service") is runtime
+    assert [i.id for i in runtime.instances] == ["10.1.0.2:80"]

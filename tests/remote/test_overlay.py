@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from registry.models import Instance
 from registry.server_register import ServerRegister
 from remote.base import ServiceInstance, ServiceKey
 from remote.memory import MemorySource
@@ -39,9 +40,24 @@ def nacos(ip: str, port: int, **kwargs: Any) -> ServiceInstance:
     return ServiceInstance(ip=ip, port=port, **kwargs)
 
 
+class CountingRegister(ServerRegister):
+    """Counts what subscribers (the overlay) are told: a mirror that told them would re-deliver every change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: list[str] = []
+
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        def counted(name: str) -> None:
+            self.told.append(name)
+            callback(name)
+
+        return super().subscribe(counted)
+
+
 @pytest.fixture
-def register() -> ServerRegister:
-    return ServerRegister()
+def register() -> CountingRegister:
+    return CountingRegister()
 
 
 @pytest.fixture
@@ -201,3 +217,56 @@ async def test_after_stop_register_changes_are_ignored(inner: MemorySource, regi
     register.register("weather-api", "w1", "127.0.0.1", 9001)
     await overlay.wait_delivered()
     assert recorder.calls.empty()
+
+
+async def test_source_instances_are_mirrored_without_a_second_delivery(
+    source: RegisteringSource, inner: MemorySource, register: CountingRegister
+) -> None:
+    recorder = Recorder()
+    await source.subscribe(PLAIN, recorder)
+    await source.list_instances(PLAIN)
+    assert [(i.id, o) for i, o in register.all()["weather-api"].entries()] == [("10.0.0.1:80", "source")]
+
+    await inner.set_instances(PLAIN, [nacos("10.0.0.2", 443, weight=3.0, metadata={"protocol": "https"})])
+    assert await recorder.next() == ["10.0.0.2:443"]
+    await source.wait_delivered()
+    assert recorder.calls.empty()
+    assert register.told == []
+    [mirrored] = register.mirrored("weather-api")
+    assert (mirrored.id, mirrored.weight, mirrored.base_url) == ("10.0.0.2:443", 3.0, "https://10.0.0.2:443")
+
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert await recorder.next() == ["10.0.0.2:443", "127.0.0.1:9001"]
+    assert register.told == ["weather-api"]
+    assert register.statistics()["originCounts"] == {"connect": 1, "source": 1}
+
+
+async def test_only_connected_instances_are_merged_into_the_source_lists(
+    source: RegisteringSource, register: ServerRegister
+) -> None:
+    await source.subscribe(PLAIN, Recorder())
+    register.mirror_source({"weather-api": [Instance(id="10.9.9.9:80", host="10.9.9.9", port=80)]})
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert addresses(await source.list_instances(PLAIN)) == ["10.0.0.1:80", "127.0.0.1:9001"]
+
+
+async def test_a_service_nobody_watches_any_more_leaves_the_register_but_its_connections_stay(
+    source: RegisteringSource, inner: MemorySource, register: ServerRegister
+) -> None:
+    await inner.set_instances(ELSEWHERE, [nacos("10.8.0.1", 80)])
+    first, second, elsewhere = Recorder(), Recorder(), Recorder()
+    await source.subscribe(PLAIN, first)
+    await source.subscribe(PLAIN, second)
+    await source.subscribe(ELSEWHERE, elsewhere)
+    await source.list_instances(PLAIN)
+    await source.list_instances(ELSEWHERE)
+    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    assert set(register.all()) == {"weather-api", "dev/DEFAULT_GROUP/weather-api"}
+
+    await source.unsubscribe(PLAIN, first)
+    assert [i.id for i in register.instances("weather-api")] == ["10.0.0.1:80", "w1"]
+    await source.unsubscribe(PLAIN, second)
+    assert [i.id for i in register.instances("weather-api")] == ["w1"]
+
+    await source.stop()
+    assert set(register.all()) == {"weather-api"}
