@@ -105,6 +105,9 @@ def state_document(
     }
 
 
+YOUNG_ROUNDS_PER_GEN1 = 2
+"""Generation-0 collections between generation-1 collections once the state is frozen (CPython: 10)."""
+
 FIRST_SYNC_GC_PAUSE_LIMIT = 120.0
 """Seconds the cyclic collector may stay paused while the first sync runs (a source that never answers)."""
 
@@ -132,6 +135,12 @@ async def pause_collector_until(ready: asyncio.Event, limit: float) -> None:
             gc.enable()
         gc.collect()
         gc.freeze()
+        # A young collection walks its objects' referents, which are cold in the CPU cache once the
+        # frozen state is large: at 10,000 servers a generation-1 collection of ten generation-0
+        # rounds' survivors took ~10 ms and landed in ~2% of changes. Collecting generation 1 every
+        # second round instead keeps each pause at ~2.5 ms for about the same total work.
+        young, _, old = gc.get_threshold()
+        gc.set_threshold(young, YOUNG_ROUNDS_PER_GEN1, old)
 
 
 class _StateCollector:
