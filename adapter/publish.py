@@ -56,6 +56,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from converter.converter import TEMPLATE_KIND, ConfigConverter, ServerSnapshot, credential_refs
+from converter.models import SecurityScheme
 from converter.validate import check_document
 from registry.errors import ConversionError, McpgwError
 from remote.base import (
@@ -139,13 +140,10 @@ class ToolDoc(_Doc):
     invokeContext: dict[str, Any] | None = None
 
 
-class SecuritySchemeDoc(_Doc):
-    id: str = Field(min_length=1)
-    type: str = Field(min_length=1)
-    scheme: str | None = None
-    in_: str | None = Field(default=None, alias="in")
-    name: str | None = None
-    defaultCredential: str | None = None
+class SecuritySchemeDoc(SecurityScheme):
+    """A security scheme exactly as the tools spec holds it, but strict: a misspelt field is an error here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class PublishDocument(_Doc):
