@@ -207,6 +207,7 @@ def test_register_matches_a_dictionary_model(operations: list[tuple[bool, str, s
 def test_concurrent_registration_selection_and_removal_stay_consistent() -> None:
     register = ServerRegister()
     register.register("svc", "anchor", "10.0.0.1", 9000)
+    # Generous bounds: the reader spins holding the GIL, so on a loaded 2-core machine writers crawl.
     writers, per_writer = 4, 100
     start = threading.Barrier(writers + 2)
     errors: list[BaseException] = []
@@ -215,7 +216,7 @@ def test_concurrent_registration_selection_and_removal_stay_consistent() -> None
 
     def write(worker: int) -> None:
         try:
-            start.wait(timeout=5)
+            start.wait(timeout=30)
             for n in range(per_writer):
                 register.register("svc", f"w{worker}-{n}", "10.0.0.2", 9001)
                 if n % 2:
@@ -225,7 +226,7 @@ def test_concurrent_registration_selection_and_removal_stay_consistent() -> None
 
     def read() -> None:
         try:
-            start.wait(timeout=5)
+            start.wait(timeout=30)
             while not done.is_set():
                 chosen = register.select("svc")
                 assert chosen is not None
@@ -237,11 +238,11 @@ def test_concurrent_registration_selection_and_removal_stay_consistent() -> None
     reader = threading.Thread(target=read)
     for thread in (*threads, reader):
         thread.start()
-    start.wait(timeout=5)
+    start.wait(timeout=30)
     for thread in threads:
-        thread.join(timeout=10)
+        thread.join(timeout=60)
     done.set()
-    reader.join(timeout=10)
+    reader.join(timeout=60)
     assert not errors
     assert not any(t.is_alive() for t in (*threads, reader))
     expected = {"anchor"} | {f"w{w}-{n}" for w in range(writers) for n in range(0, per_writer, 2)}
