@@ -120,6 +120,8 @@ class ConfigListener:
         self.reconciles = 0
         self._backend_tools = backend_tools
         self._listing: tuple[Mapping[str, Any], ...] | None = None
+        self._last_good: ServerSnapshot | None = None
+        """The snapshot the served models came from: instance changes still reach it while a newer spec is bad."""
         self._listing_key: ListingKey | None = None
         self._refetch = False
         self._unwatch: Callable[[], None] | None = None
@@ -291,6 +293,7 @@ class ConfigListener:
             missing = [k.data_id for k, c in ((skey, spec_content), (tkey, tools_content)) if c is None]
             # Nacos writes the versions file before the specs: wait for them, keep serving.
             await self._release(keep=(vkey, skey, tkey))
+            self._follow_instances_with_last_good()
             self._store.record_problem(
                 self.server_id, name=self._name, phase="pending", version=version,
                 message="waiting for " + " and ".join(missing),
@@ -334,8 +337,9 @@ class ConfigListener:
                 message="disabled in its server spec",
             )
             return
-        if result is not None and (problem is None or self._differs_from_served(result)):
-            self._apply(result, version)
+        applies = result is not None and (problem is None or self._differs_from_served(result))
+        if applies and result is not None and self._apply(result, version):
+            self._last_good = replace(snapshot, backend_tools=self._listing)
         if problem is not None:
             self._store.record_problem(
                 self.server_id, name=self._name, phase=problem.phase, version=version,
@@ -346,7 +350,7 @@ class ConfigListener:
         served = self._store.current.servers.get(self.server_id)
         return served is None or served.fingerprint != models.fingerprint
 
-    def _apply(self, models: ServerModels, version: str) -> None:
+    def _apply(self, models: ServerModels, version: str) -> bool:
         try:
             self._store.apply(models)
         except StateError as exc:
@@ -355,6 +359,24 @@ class ConfigListener:
                 error={"server_id": self.server_id, "version": version, "file": "", "tool": "",
                        "path": "$", "reason": str(exc)},
             )
+            return False
+        return True
+
+    def _follow_instances_with_last_good(self) -> None:
+        """While the newest spec cannot be served, the last good one still follows its instances.
+
+        An instance that left Nacos must leave the cluster even when the spec
+        published after it is broken, or calls would keep going to it.
+        """
+        last = self._last_good
+        if last is None or last.instances == self._instances or self.server_id not in self._store.current.servers:
+            return
+        try:
+            models = self._converter.convert(replace(last, instances=self._instances))
+        except ConversionError:
+            return
+        if isinstance(models, ServerModels) and self._apply(models, models.version):
+            self._last_good = replace(last, instances=self._instances)
 
     # -- tools listed by the backend ---------------------------------------
 
@@ -432,6 +454,7 @@ class ConfigListener:
         self._retry_delay = RETRY_INITIAL_S
 
     def _problem(self, exc: ConversionError, *, version: str | None) -> None:
+        self._follow_instances_with_last_good()
         log.warning("listener.rejected", server_id=self.server_id, version=version, error=exc.describe())
         self._store.record_problem(
             self.server_id, name=self._name, phase="error", version=version or exc.version or None,

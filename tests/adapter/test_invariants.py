@@ -104,6 +104,25 @@ async def test_invariant_4_last_known_good_invalid_update_keeps_previous_and_oth
     assert sorted(state.tools("maps") or {}) == ["geocode", "route"]
 
 
+async def test_invariant_4_last_known_good_still_follows_its_instances_while_the_newest_spec_is_broken(
+    harness: Harness,
+) -> None:
+    await harness.publish(server_files(W, "weather", "1.0.0", tools_doc(rest_tool("forecast"))))
+    await harness.source.set_instances(service_key(), instances(8080, 8081))
+    await harness.settle()
+    await harness.source.put_config(tools_spec_key(W, "1.0.0"), "{not json")
+    await harness.settle()
+
+    await harness.source.set_instances(service_key(), instances(8081))
+    await harness.settle()
+
+    served = harness.store.current.servers[W]
+    assert [t.name for t in served.tools] == ["forecast"]
+    assert served.cluster is not None and [i.port for i in served.cluster.instances] == [8081]
+    status = harness.store.current.statuses[W]
+    assert status.phase == "stale" and status.last_error is not None
+
+
 async def test_invariant_5_deletion_is_explicit_and_empty_pushes_never_wipe(harness: Harness) -> None:
     await harness.publish(server_files(W, "weather", "1.0.0", tools_doc(rest_tool("forecast"))))
     await harness.source.set_instances(service_key(), instances(8080))
