@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import mcp_types as types
 import uvicorn
 from mcp.client import IncomingMessage
 from starlette.types import ASGIApp
+
+from registry.state import StateStore
 
 
 def listening_socket(port: int = 0) -> socket.socket:
@@ -60,3 +62,15 @@ class Inbox:
     async def __call__(self, message: IncomingMessage) -> None:
         if isinstance(message, types.ToolListChangedNotification):
             self.changed.set()
+
+
+async def state_until(store: StateStore, predicate: Callable[[], bool]) -> None:
+    """Wait (the caller bounds it) until ``predicate`` holds; checked now and after every state swap."""
+    changed = asyncio.Event()
+    unsubscribe = store.subscribe(lambda _change: changed.set())
+    try:
+        while not predicate():
+            await changed.wait()
+            changed.clear()
+    finally:
+        unsubscribe()

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from gateway.app import Gateway
 from gateway.demo_backend import create_demo_backend
 from gateway.settings import DEMO_TREE, Settings
-from tests.gateway import Inbox, listening_socket, serving, text
+from tests.gateway import Inbox, listening_socket, serving, state_until, text
 
 WEATHER = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"
 TOOLS_11 = f"config/public/mcp-tools/{WEATHER}-1.1.0-mcp-tools.json"
@@ -201,14 +201,7 @@ async def test_hot_reload_new_tool_is_announced_and_callable(running: Running) -
 
 
 async def _wait_for(predicate: Callable[[], bool], gateway: Gateway) -> None:
-    changed = asyncio.Event()
-    unsubscribe = gateway.store.subscribe(lambda _c: changed.set())
-    try:
-        while not predicate():
-            await changed.wait()
-            changed.clear()
-    finally:
-        unsubscribe()
+    await state_until(gateway.store, predicate)
 
 
 async def test_disabled_tool_is_not_listed_and_not_callable(running: Running) -> None:

@@ -30,7 +30,7 @@ from gateway.mcp_upstream import UpstreamTransport
 from gateway.settings import Settings
 from remote.base import ServiceInstance
 from remote.memory import MemorySource
-from tests.gateway import Inbox, listening_socket, serving, text
+from tests.gateway import Inbox, listening_socket, serving, state_until, text
 from tests.support.builders import instances, server_files, service_key
 
 SERVER_ID = "2e7c9a41-5b3d-4f6e-8a1c-0d9b8e7f6a52"
@@ -128,14 +128,7 @@ class Proxy:
         return sorted(self.gateway.store.current.tools(NAME) or {})
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        changed = asyncio.Event()
-        unsubscribe = self.gateway.store.subscribe(lambda _c: changed.set())
-        try:
-            while not predicate():
-                await changed.wait()
-                changed.clear()
-        finally:
-            unsubscribe()
+        await state_until(self.gateway.store, predicate)
 
 
 @contextlib.asynccontextmanager

@@ -56,7 +56,7 @@ from registry.models import sanitize_name
 from registry.state import GatewayState
 from remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
 from remote.nacos import NacosSource
-from tests.gateway import Inbox, listening_socket, serving, text
+from tests.gateway import Inbox, listening_socket, serving, state_until, text
 from tests.support.builders import server_files
 from tests.support.nacos_double import NacosDouble
 
@@ -275,14 +275,7 @@ class Served:
 
     async def until(self, predicate: Callable[[GatewayState], bool]) -> None:
         """Wait (the caller bounds it) until the gateway's state satisfies ``predicate``; checked on every swap."""
-        changed = asyncio.Event()
-        unsubscribe = self.gateway.store.subscribe(lambda _change: changed.set())
-        try:
-            while not predicate(self.gateway.store.current):
-                await changed.wait()
-                changed.clear()
-        finally:
-            unsubscribe()
+        await state_until(self.gateway.store, lambda: predicate(self.gateway.store.current))
 
 
 def tool_names(state: GatewayState, server_name: str) -> set[str]:
