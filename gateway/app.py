@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from adapter.discovery import MCPServerAdapter
 from gateway.catalog import GatewayCatalog
@@ -240,7 +241,7 @@ class Gateway:
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
 
-    def asgi(self) -> Starlette:
+    def asgi(self) -> ASGIApp:
         @contextlib.asynccontextmanager
         async def lifespan(app: Starlette) -> AsyncIterator[None]:
             async with self.running():
@@ -254,4 +255,4 @@ class Gateway:
             *self.connect_api.routes(),
             *self.endpoints.routes(),
         ]
-        return Starlette(routes=routes, lifespan=lifespan)
+        return self.endpoints.in_front_of(Starlette(routes=routes, lifespan=lifespan))

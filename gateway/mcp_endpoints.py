@@ -196,6 +196,20 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
+class _Front:
+    __slots__ = ("_app", "_endpoints")
+
+    def __init__(self, endpoints: McpEndpoints, app: ASGIApp) -> None:
+        self._endpoints = endpoints
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._endpoints._endpoint_for(_route_path(scope)) is not None:
+            await self._endpoints(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+
 async def _send_json_error(send: Send, status: int, code: int, message: str) -> None:
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
     await send(
@@ -228,6 +242,15 @@ class McpEndpoints:
         """Starlette routes for the aggregate and the per-server endpoints (all methods)."""
         app: ASGIApp = self
         return [Route(self._prefix, endpoint=app), Route(self._prefix + "/{name}", endpoint=app)]
+
+    def in_front_of(self, app: ASGIApp) -> ASGIApp:
+        """An ASGI app giving MCP paths straight to these endpoints and everything else to ``app``.
+
+        The hot path then skips the router and the middleware stack of a
+        Starlette ``app``, which cost about a tenth of the gateway's CPU per
+        call; lifespan and every other path still go through ``app``.
+        """
+        return _Front(self, app)
 
     def path_of(self, endpoint: str) -> str:
         return self._prefix if endpoint == AGGREGATE_ENDPOINT else f"{self._prefix}/{endpoint}"

@@ -289,3 +289,39 @@ async def test_delete_ends_a_session(gateway: tuple[str, McpEndpoints]) -> None:
         listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
         after = await http.post(f"{url}/mcp/a", json=listing, headers=headers)
         assert after.status_code == 404
+
+
+async def test_in_front_of_serves_mcp_paths_itself_and_passes_every_other_path_and_the_lifespan_on(
+    catalog: FakeCatalog,
+) -> None:
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    endpoints = McpEndpoints(catalog)
+    entered: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        entered.append("lifespan")
+        async with endpoints.run():
+            yield
+
+    async def behind(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(f"behind {request.url.path}")
+
+    app = Starlette(routes=[Route("/mcp/a/extra", behind), Route("/mcpx", behind), Route("/healthz", behind)],
+                    lifespan=lifespan)
+    async with asyncio.timeout(5), serving(endpoints.in_front_of(app)) as url:
+        async with client(f"{url}/mcp/a") as session:
+            assert (await session.call_tool("echo", {"x": 1})).is_error is not True
+        assert entered == ["lifespan"]
+        async with httpx2.AsyncClient() as http:
+            for path in ("/mcp/a/extra", "/mcpx", "/healthz"):
+                response = await http.get(f"{url}{path}")
+                assert (response.status_code, response.text) == (200, f"behind {path}")
+            missing = await http.post(f"{url}/mcp/nope", json=INIT, headers=HEADERS)
+            assert missing.status_code == 404
+            assert "no MCP server named 'nope'" in missing.json()["error"]["message"]
