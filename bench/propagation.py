@@ -50,7 +50,7 @@ from gateway.app import Gateway
 from gateway.settings import Settings
 from registry.state import GatewayState
 from remote.base import ServiceKey
-from tests.gateway import listening_socket, serving
+from tests.gateway import listening_socket, serving, text
 from tests.gateway.test_nacos_serve import (
     NacosTarget,
     Publishing,
@@ -59,7 +59,6 @@ from tests.gateway.test_nacos_serve import (
     backends,
     instance_ports,
     rest_tools,
-    text,
     tool_names,
 )
 from tests.support.nacos_double import NacosDouble

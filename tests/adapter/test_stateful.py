@@ -60,7 +60,7 @@ class ReconcilerMachine(RuleBasedStateMachine):
         self.run(asyncio.wait_for(self.adapter.quiesce(), 5))
         for server in self.model.values():
             desired = self._desired(server)
-            if desired == "invalid":
+            if isinstance(desired, str):  # "invalid": the last good tools keep being served
                 continue
             server.served = desired
 

@@ -7,6 +7,7 @@ backend received (or that it received nothing).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp.client import Client, IncomingMessage
+from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -73,6 +74,10 @@ class Recorder:
         return Starlette(routes=[Route("/{path:path}", record, methods=["GET", "POST", "PUT", "DELETE"])])
 
 
+def _describe_first_tool(description: str, doc: dict[str, Any]) -> None:
+    doc["tools"][0]["description"] = description
+
+
 @dataclass
 class Running:
     url: str
@@ -80,7 +85,7 @@ class Running:
     gateway: Gateway
     backend: Recorder
 
-    def client(self, path: str = "/mcp", inbox: Callable[[IncomingMessage], Any] | None = None) -> Client:
+    def client(self, path: str = "/mcp", inbox: Inbox | None = None) -> Client:
         return Client(self.url + path, mode="legacy", cache=None, message_handler=inbox)
 
     def edit_tools(self, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -186,7 +191,7 @@ async def test_hot_reload_new_tool_is_announced_and_callable(running: Running) -
         revision = 0
         while not inbox.changed.is_set():  # the client opens its notification stream on its own schedule
             revision += 1
-            running.edit_tools(lambda d, r=revision: d["tools"][0].update(description=f"rev {r}"))
+            running.edit_tools(functools.partial(_describe_first_tool, f"rev {revision}"))
             try:
                 async with asyncio.timeout(0.3):
                     await inbox.changed.wait()
