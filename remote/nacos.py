@@ -113,6 +113,34 @@ _NOT_FOUND_CODES = (300, 404)
 _INVALID_PARAM_CODES = (400, -400)
 
 
+class _ExpectedSdkNoise(logging.Filter):
+    """Drops the SDK's log records about conditions that are normal for us.
+
+    - ``File not found: …_failover``: the SDK looks for a failover file before
+      every config read and warns when there is none, which is always so here
+      (one WARNING per read buried the warnings that matter);
+    - ``Error [300]: config data not exist``: logged as ERROR for every read
+      of an absent config, which ``get_config`` answers with ``None`` (a
+      deleted server's versions file, say).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("File not found: ") and message.endswith("_failover"):
+            return False
+        return not ("Error [300]" in message and "config data not exist" in message)
+
+
+_SDK_NOISE = _ExpectedSdkNoise()
+
+
+def _quiet_expected_sdk_noise() -> None:
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if _SDK_NOISE not in logger.filters:
+            logger.addFilter(_SDK_NOISE)
+
+
 # ---------------------------------------------------------------- answers of the admin HTTP API
 
 
@@ -433,6 +461,7 @@ class NacosSource:
 
     async def _create_clients(self, namespace: str) -> _NamespaceClients:
         before = {name: list(logging.getLogger(name).handlers) for name in _SDK_LOGGERS}
+        _quiet_expected_sdk_noise()
         clients = _NamespaceClients(namespace)
         try:
             try:

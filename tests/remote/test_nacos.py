@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -363,3 +364,17 @@ async def test_changes_whose_pushes_were_lost_arrive_after_a_reconnect(
     assert await configs.next(RECONNECT_BOUND) == (KEY, "B")
     _, latest = await instances.next(RECONNECT_BOUND)
     assert addresses(latest) == ["10.0.0.1:8000"]
+
+
+async def test_reading_configs_logs_no_warning_about_the_absent_failover_files(
+    double: NacosDouble, source: NacosSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The SDK looks for a ``*_failover`` file before every read and warns "File not found" when there is
+    # none, which is the normal case: one WARNING per read would bury the warnings that matter.
+    double.set_config("public", KEY.group, KEY.data_id, "v1")
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            assert await source.get_config(KEY) == "v1"
+        assert await source.get_config(ConfigKey("public", "mcp-server", "absent.json")) is None
+    sdk = [r for r in caplog.records if r.name in ("config", "naming") and r.levelno >= logging.WARNING]
+    assert sdk == [], [r.getMessage() for r in sdk]
