@@ -197,7 +197,7 @@ class Gateway:
         )
         self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=self.catalog.longest_timeout + 5))
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
-                                      token=settings.connect_token)
+                                      token=settings.connect_token, default_ttl=settings.connect_ttl)
         self.metrics = CollectorRegistry()
         self.metrics.register(_StateCollector(self))
         self.started_at = time.time()
@@ -211,7 +211,7 @@ class Gateway:
         discovery = asyncio.create_task(self.adapter.run(), name="discovery")
         freezer = asyncio.create_task(self._freeze_after_first_sync(), name="gc-freeze")
         try:
-            async with self.health.running(), self.endpoints.run():
+            async with self.health.running(), self.endpoints.run(), self.connect_api.running():
                 yield
         finally:
             for task in (freezer, discovery):

@@ -1,7 +1,7 @@
 """The connect API: backends register themselves with the gateway when there is no Nacos.
 
     POST   /api/mcp/servers/connect                 {serverId, serverName, host, port, weight?, metadata?,
-                                                     groupName?, namespaceId?}
+                                                     groupName?, namespaceId?, ttlSeconds?}
     DELETE /api/mcp/servers/{serverName}/{serverId}
     GET    /api/mcp/servers                         every instance the register holds, with its origin
 
@@ -19,6 +19,13 @@ since deleting it here would not remove it from the source.
 In the DELETE path and in the GET answer a service outside ``DEFAULT_GROUP``
 is named ``group@@service``, as Nacos names grouped services.
 
+A connection may be a lease: with ``ttlSeconds`` (or the gateway's
+``connect_ttl`` default) it ends by itself unless the same connect request
+is sent again within that many seconds, so a backend that dies without
+disconnecting (SIGKILL, a lost host) leaves its clusters instead of waiting
+for outlier ejection.  Sending the request again is the heartbeat: it
+answers 200 and renews the lease.  An expiry is applied like a DELETE.
+
 "Immediately" is part of the contract: a POST or DELETE answers only after
 the change has been delivered to the listeners of that service and they
 have applied it (bounded by ``settle_timeout``; ``applied`` in the answer
@@ -34,10 +41,12 @@ may be secrets: they are neither logged nor returned, only their keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import structlog
@@ -54,6 +63,7 @@ from remote.overlay import RegisteringSource, register_name
 
 log = structlog.get_logger("mcpgw.connect")
 
+MAX_TTL = 86400.0
 MAX_WEIGHT = 10000.0  # what Nacos accepts, so a server moving between Nacos and the gateway keeps its weight
 
 
@@ -70,6 +80,8 @@ class ConnectRequest(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     groupName: str | None = Field(default=None, min_length=1)
     namespaceId: str | None = Field(default=None, min_length=1)
+    ttlSeconds: float | None = Field(default=None, ge=1, le=MAX_TTL, allow_inf_nan=False)
+    """Lease: the connection ends unless this request is sent again within that many seconds."""
 
 
 def _problem(status: int, message: str, problems: list[dict[str, str]] | None = None) -> JSONResponse:
@@ -117,12 +129,57 @@ class ConnectApi:
         *,
         settle_timeout: float = 5.0,
         token: str | None = None,
+        default_ttl: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._register = register
         self._source = source
         self._adapter = adapter
         self._settle_timeout = settle_timeout
         self._token = token.encode() if token else None
+        self._default_ttl = default_ttl
+        self.clock = clock
+        self._leases: dict[tuple[str, str], float] = {}
+        """(service name, server id) → when its lease ends, on ``clock``."""
+        self._leases_changed = asyncio.Event()
+
+    # -- leases -----------------------------------------------------------------
+
+    def lease_deadline(self, name: str, server_id: str) -> float | None:
+        return self._leases.get((name, server_id))
+
+    def expire_due(self) -> list[tuple[str, str]]:
+        """Disconnect every connection whose lease has ended; returns them (service name, server id)."""
+        now = self.clock()
+        due = [key for key, deadline in self._leases.items() if deadline <= now]
+        for name, server_id in due:
+            del self._leases[(name, server_id)]
+            if self._register.unregister(name, server_id):
+                log.warning("connect.expired", service=name, server=server_id,
+                            hint="the backend sent no connect request within its ttlSeconds")
+        return due
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Ends the leases that run out, while the block runs."""
+        task = asyncio.create_task(self._expire_loop(), name="connect-leases")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _expire_loop(self) -> None:
+        while True:
+            self.expire_due()
+            self._leases_changed.clear()
+            wait = min(self._leases.values(), default=None)
+            try:
+                timeout = None if wait is None else max(0.0, wait - self.clock())
+                await asyncio.wait_for(self._leases_changed.wait(), timeout)
+            except TimeoutError:
+                pass
 
     def routes(self) -> list[Route]:
         return [
@@ -179,12 +236,18 @@ class ConnectApi:
             )
         except RegistrationError as exc:
             return _problem(422, str(exc))
+        ttl = body.ttlSeconds if body.ttlSeconds is not None else self._default_ttl
+        if ttl is None:
+            self._leases.pop((name, body.serverId), None)
+        else:
+            self._leases[(name, body.serverId)] = self.clock() + ttl
+        self._leases_changed.set()
         log.info("connect.connected", service=name, server=body.serverId, address=f"{body.host}:{body.port}",
-                 weight=body.weight, new=created, metadata_keys=sorted(body.metadata))
+                 weight=body.weight, new=created, ttl=ttl, metadata_keys=sorted(body.metadata))
         applied = await self._settle(name)
         return JSONResponse(
             {"serverId": body.serverId, "serverName": name, "service": str(key), "created": created,
-             "applied": applied, "instances": self._register.count(name)},
+             "applied": applied, "instances": self._register.count(name), "ttlSeconds": ttl},
             status_code=201 if created else 200,
         )
 
@@ -197,14 +260,23 @@ class ConnectApi:
                                      "(Nacos or the files tree), not from the connect API: deregister it there")
             return _problem(404, f"no server {server_id!r} of service {name!r} is connected; "
                                  "GET /api/mcp/servers lists the connected ones")
+        self._leases.pop((name, server_id), None)
         log.info("connect.disconnected", service=name, server=server_id)
         applied = await self._settle(name)
         return JSONResponse({"serverId": server_id, "serverName": name, "removed": True, "applied": applied,
                              "instances": self._register.count(name)})
 
     async def list_servers(self, request: Request) -> Response:
-        servers = {name: [_instance_document(i, origin) for i, origin in record.entries()]
-                   for name, record in sorted(self._register.all().items())}
+        now = self.clock()
+        servers: dict[str, list[dict[str, Any]]] = {}
+        for name, record in sorted(self._register.all().items()):
+            documents = servers[name] = []
+            for instance, origin in record.entries():
+                document = _instance_document(instance, origin)
+                deadline = self._leases.get((name, instance.id)) if origin == "connect" else None
+                if deadline is not None:
+                    document["expiresInSeconds"] = round(max(0.0, deadline - now), 3)
+                documents.append(document)
         return JSONResponse({"namespace": self._source.namespace, "statistics": self._register.statistics(),
                              "servers": servers})
 

@@ -201,6 +201,8 @@ class Settings(BaseModel):
     upstream_timeout: float = Field(default=30.0, gt=0)
     connect_token: str | None = Field(default=None, repr=False, min_length=16)
     """Bearer token the connect API requires; without it, only loopback callers may connect backends."""
+    connect_ttl: float | None = Field(default=None, ge=1, le=86400)
+    """Lease of a connected backend when its request gives no ttlSeconds; None: it stays until disconnected."""
     balancing: BalancingSettings = Field(default_factory=BalancingSettings)
     demo_backend: bool | None = None
     """Start the bundled demo REST backend; default: when serving the bundled demo tree."""

@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 from gateway.app import Gateway
 from gateway.demo_backend import create_demo_backend
 from gateway.settings import DEMO_TREE, Settings
-from tests.gateway import listening_socket, serving, text
+from tests.gateway import listening_socket, serving, state_until, text
 
 CONNECT = "/api/mcp/servers/connect"
 NO_INSTANCE = "no healthy instance of public/DEFAULT_GROUP/weather-api"
@@ -64,13 +64,13 @@ async def running_with_source(tmp_path: Path) -> AsyncIterator[Running]:
 
 
 @contextlib.asynccontextmanager
-async def _running(tmp_path: Path, *, with_source_instance: bool) -> AsyncIterator[Running]:
+async def _running(tmp_path: Path, *, with_source_instance: bool, **settings: Any) -> AsyncIterator[Running]:
     tree = tmp_path / "tree"
     shutil.copytree(DEMO_TREE, tree)
     if not with_source_instance:
         (tree / "naming/public/DEFAULT_GROUP/weather-api.json").unlink()
     backend_sock = listening_socket()
-    gateway = Gateway(Settings(files=tree, discovery_interval=3600, upstream_timeout=1.0))
+    gateway = Gateway(Settings(files=tree, discovery_interval=3600, upstream_timeout=1.0, **settings))
     async with (
         serving(create_demo_backend(), backend_sock),
         serving(gateway.asgi()) as url,
@@ -91,7 +91,7 @@ async def test_connected_backend_takes_calls_and_stops_taking_them_once_disconne
         assert connected.status_code == 201, connected.text
         assert connected.json() == {"serverId": "weather-1", "serverName": "weather-api",
                                     "service": "public/DEFAULT_GROUP/weather-api", "created": True,
-                                    "applied": True, "instances": 1}
+                                    "applied": True, "instances": 1, "ttlSeconds": None}
         # No waiting: the answer came after the change was applied.
         reached = await session.call_tool("get_city", {"name": "Lisbon"})
         assert reached.is_error is not True, text(reached)
@@ -155,6 +155,8 @@ async def test_connect_and_disconnect_are_logged_without_metadata_values(running
         ({"metadata": {"k": 1}}, "metadata.k"),
         ({"weigth": 2}, "weigth"),
         ({"namespaceId": "dev"}, "namespaceId"),
+        ({"ttlSeconds": 0}, "ttlSeconds"),
+        ({"ttlSeconds": "forever"}, "ttlSeconds"),
     ],
 )
 async def test_invalid_connect_requests_are_422_naming_the_field(
@@ -273,3 +275,74 @@ async def test_with_a_token_even_loopback_callers_must_present_it() -> None:
 
     assert answer.status_code == 401
     assert register.count() == 0
+
+
+def _weather_instances(gateway: Gateway) -> list[str]:
+    clusters = gateway.store.current.clusters.values()
+    return [f"{i.host}:{i.port}" for c in clusters if c.service == "public/DEFAULT_GROUP/weather-api"
+            for i in c.instances]
+
+
+async def test_a_lease_ends_the_connection_unless_the_request_is_sent_again_in_time(running: Running) -> None:
+    now = [1000.0]
+    api = running.gateway.connect_api
+    api.clock = lambda: now[0]
+    address = f"127.0.0.1:{running.backend_port}"
+
+    connected = await running.http.post(CONNECT, json=running.body(ttlSeconds=10))
+    assert (connected.status_code, connected.json()["ttlSeconds"]) == (201, 10)
+    [listed] = (await running.http.get("/api/mcp/servers")).json()["servers"]["weather-api"]
+    assert listed["expiresInSeconds"] == 10
+
+    now[0] += 6
+    renewed = await running.http.post(CONNECT, json=running.body(ttlSeconds=10))
+    assert (renewed.status_code, renewed.json()["created"]) == (200, False)
+    now[0] += 6  # 12 s after connecting, 6 s after the renewal
+    assert api.expire_due() == []
+    assert _weather_instances(running.gateway) == [address]
+
+    now[0] += 5
+    with capture_logs() as logs:
+        assert api.expire_due() == [("weather-api", "weather-1")]
+    assert "connect.expired" in [e["event"] for e in logs]
+    async with asyncio.timeout(5):
+        await state_until(running.gateway.store, lambda: not _weather_instances(running.gateway))
+        async with running.client() as session:
+            after = await session.call_tool("get_city", {"name": "Lisbon"})
+    assert NO_INSTANCE in text(after)
+    assert (await running.http.get("/api/mcp/servers")).json()["statistics"]["totalServers"] == 0
+
+
+async def test_disconnecting_or_reconnecting_without_a_ttl_ends_the_lease(running: Running) -> None:
+    now = [1000.0]
+    api = running.gateway.connect_api
+    api.clock = lambda: now[0]
+
+    await running.http.post(CONNECT, json=running.body(ttlSeconds=10))
+    assert (await running.http.delete("/api/mcp/servers/weather-api/weather-1")).status_code == 200
+    await running.http.post(CONNECT, json=running.body(ttlSeconds=10))
+    again = await running.http.post(CONNECT, json=running.body())
+    assert again.json()["ttlSeconds"] is None
+    [listed] = (await running.http.get("/api/mcp/servers")).json()["servers"]["weather-api"]
+    assert "expiresInSeconds" not in listed
+
+    now[0] += 3600
+    assert api.expire_due() == []
+    assert _weather_instances(running.gateway) == [f"127.0.0.1:{running.backend_port}"]
+
+
+async def test_an_unrenewed_lease_ends_on_its_own_while_the_gateway_runs(running: Running) -> None:
+    connected = await running.http.post(CONNECT, json=running.body(ttlSeconds=1))
+    assert connected.status_code == 201
+    assert _weather_instances(running.gateway)
+    async with asyncio.timeout(5):  # the lease is 1 s; nothing renews it
+        await state_until(running.gateway.store, lambda: not _weather_instances(running.gateway))
+    assert (await running.http.get("/api/mcp/servers")).json()["statistics"]["totalServers"] == 0
+
+
+async def test_the_gateway_default_lease_applies_when_a_request_names_none(tmp_path: Path) -> None:
+    async with _running(tmp_path, with_source_instance=False, connect_ttl=30) as running:
+        connected = await running.http.post(CONNECT, json=running.body())
+        explicit = await running.http.post(CONNECT, json=running.body(serverId="weather-2", ttlSeconds=5))
+    assert connected.json()["ttlSeconds"] == 30
+    assert explicit.json()["ttlSeconds"] == 5
