@@ -63,22 +63,21 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50] or "step"
 
 
-def _config_key(path: str) -> ConfigKey:
+def _three_part_key(path: str, what: str, last: str) -> tuple[str, str, str]:
     parts = path.split("/")
     if len(parts) == 2:
-        return ConfigKey(DEFAULT_NAMESPACE, parts[0], parts[1])
+        return DEFAULT_NAMESPACE, parts[0], parts[1]
     if len(parts) == 3:
-        return ConfigKey(parts[0], parts[1], parts[2])
-    raise ScenarioError(f"config path {path!r} must be 'group/dataId' or 'namespace/group/dataId'")
+        return parts[0], parts[1], parts[2]
+    raise ScenarioError(f"{what} path {path!r} must be 'group/{last}' or 'namespace/group/{last}'")
+
+
+def _config_key(path: str) -> ConfigKey:
+    return ConfigKey(*_three_part_key(path, "config", "dataId"))
 
 
 def _service_key(path: str) -> ServiceKey:
-    parts = path.split("/")
-    if len(parts) == 2:
-        return ServiceKey(DEFAULT_NAMESPACE, parts[0], parts[1])
-    if len(parts) == 3:
-        return ServiceKey(parts[0], parts[1], parts[2])
-    raise ScenarioError(f"service path {path!r} must be 'group/service' or 'namespace/group/service'")
+    return ServiceKey(*_three_part_key(path, "service", "service"))
 
 
 def _content(value: Any, where: str) -> str | None:
