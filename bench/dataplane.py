@@ -224,6 +224,9 @@ def report(name: str, count: int, latencies: list[float], cpu: dict[str, float |
     def ms(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
+    load = cpu.get("load")
+    if load is not None:
+        row["cpu load"] = load
     print(f"{name:<44} {row['calls/s']:>9.0f} {row['p50 ms']:>8.2f} {row['p99 ms']:>8.2f} "
           f"{ms(cpu.get('load')):>9} {ms(cpu.get('server')):>9} {ms(cpu.get('backend')):>9}")
     return row
@@ -284,6 +287,13 @@ async def table(concurrency: int, seconds: float, backend: int, sdk: int, gw: in
     print(f"(c)/(b) throughput: {c['calls/s'] / b['calls/s']:.2f}x (target >= 1.0x)")
     print(f"(c) p50 minus (a) p50: {added:.2f} ms (target <= 2 ms: {'met' if added <= 2 else 'MISSED'})")
     print(f"(d) p50, the MCP round trip alone (SDK client + gateway, no backend): {d['p50 ms']:.2f} ms")
+    load_cpu = c.get("cpu load")
+    if load_cpu is not None:
+        # One load-generator process serves all C callers, so it finishes at most 1/cpu calls a second and,
+        # by Little's law, no mean latency of (c) can be below C x its CPU per call, whatever the gateway does.
+        busy = c["calls/s"] * load_cpu / 1e3
+        print(f"floor set by the load generator alone: {concurrency} x {load_cpu:.3f} ms = "
+              f"{concurrency * load_cpu:.2f} ms mean latency (it is busy {busy:.0%} of the time)")
 
 
 if __name__ == "__main__":
