@@ -12,11 +12,17 @@ Three ways to serve the same backend call, each measured with the same load
 direct-response tool of mcpgw, shows what the MCP round trip alone costs.
 
     python bench/dataplane.py --concurrency 1,4,16   # one table per concurrency
+    python bench/dataplane.py --client sdk,wire      # the SDK client, then a lean wire-level one
 
 Every row also gives the CPU time per call of each process taking part (the
 load generator, the MCP server, the backend), read from /proc over the
 measured window.  Everything shares this machine's cores, so once they are
-busy, latency is queueing; the CPU columns show who spends it.
+busy, latency is queueing; the CPU columns show who spends it.  One process
+drives all C callers, so its CPU per call sets a floor under every MCP row's
+latency (printed): with the SDK client (~0.6 ms a call) that floor passes
+2 ms at C = 4 on its own.  ``--client wire`` drives the same MCP exchanges
+(handshake, session id, ``tools/call``, every answer checked) with a lean
+aiohttp client, to see the servers rather than the load generator.
 """
 
 from __future__ import annotations
@@ -183,8 +189,65 @@ async def measure_direct(
         return count, latencies, meter.end(count)
 
 
+class WireSession:
+    """A lean MCP client over aiohttp: the handshake, then ``tools/call`` POSTs with the session id.
+
+    Speaks exactly what the SDK client sends on the wire for a handshake-era
+    session with JSON responses (both servers here answer JSON) and checks
+    every answer (JSON-RPC id, no error, no ``isError``), at ~1/6 of the SDK
+    client's CPU per call, so that the load generator stops being the
+    bottleneck on a small machine.
+    """
+
+    VERSION = "2025-11-25"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+                        "mcp-protocol-version": self.VERSION}
+        self.next_id = 0
+
+    async def __aenter__(self) -> WireSession:
+        import aiohttp
+
+        self.http = aiohttp.ClientSession()
+        answer = await self._post("initialize", {"protocolVersion": self.VERSION, "capabilities": {},
+                                                 "clientInfo": {"name": "bench-wire", "version": "0"}})
+        if "result" not in answer:
+            raise RuntimeError(f"initialize failed: {answer}")
+        async with self.http.post(self.url, headers=self.headers,
+                                  json={"jsonrpc": "2.0", "method": "notifications/initialized"}) as response:
+            if response.status != 202:
+                raise RuntimeError(f"notifications/initialized answered {response.status}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self.http.delete(self.url, headers=self.headers):
+            pass
+        await self.http.close()
+
+    async def _post(self, method: str, params: dict[str, object]) -> dict[str, object]:
+        self.next_id += 1
+        body = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+        async with self.http.post(self.url, headers=self.headers, json=body) as response:
+            if response.content_type != "application/json":
+                raise RuntimeError(f"{method}: expected a JSON answer, got {response.status} {response.content_type}")
+            if "mcp-session-id" in response.headers:
+                self.headers["mcp-session-id"] = response.headers["mcp-session-id"]
+            answer: dict[str, object] = await response.json()
+        if answer.get("id") != self.next_id or "error" in answer:
+            raise RuntimeError(f"{method} failed: {answer}")
+        return answer
+
+    async def call_tool(self, tool: str, arguments: dict[str, object]) -> None:
+        answer = await self._post("tools/call", {"name": tool, "arguments": arguments})
+        result = answer.get("result")
+        if not isinstance(result, dict) or result.get("isError"):
+            raise RuntimeError(f"tools/call {tool} failed: {answer}")
+
+
 async def measure_mcp(
-    url: str, tool: str, concurrency: int, seconds: float, meter: CpuMeter
+    url: str, tool: str, concurrency: int, seconds: float, meter: CpuMeter, client: str = "sdk"
 ) -> tuple[int, list[float], dict[str, float | None]]:
     from mcp.client import Client
 
@@ -193,7 +256,7 @@ async def measure_mcp(
     start = asyncio.Event()
     window: dict[str, float] = {}
 
-    async def worker() -> None:
+    async def sdk_worker() -> None:
         # The SDK client's task groups must be entered and left by the same task.
         async with Client(url, mode="legacy", cache=None) as session:
             await session.call_tool(tool, {"q": "warm-up"})
@@ -206,6 +269,17 @@ async def measure_mcp(
                     raise RuntimeError(str(result.content))
                 latencies.append((time.perf_counter() - started) * 1e3)
 
+    async def wire_worker() -> None:
+        async with WireSession(url) as session:
+            await session.call_tool(tool, {"q": "warm-up"})
+            await ready.wait()
+            await start.wait()
+            while time.perf_counter() < window["end"]:
+                started = time.perf_counter()
+                await session.call_tool(tool, {"q": "x"})
+                latencies.append((time.perf_counter() - started) * 1e3)
+
+    worker = {"sdk": sdk_worker, "wire": wire_worker}[client]
     tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
     await ready.wait()
     window["end"] = time.perf_counter() + seconds
@@ -237,6 +311,9 @@ def cli() -> None:
     parser.add_argument("--concurrency", default="1,4,16",
                         help="comma-separated concurrencies; one table each (default 1,4,16)")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--client", default="sdk", choices=["sdk", "wire", "sdk,wire"],
+                        help="MCP load generator: the official SDK client (default), a lean aiohttp client "
+                             "speaking the same wire (wire), or both, one table each")
     parser.add_argument("--role")
     parser.add_argument("--port", type=int)
     parser.add_argument("--backend", type=int)
@@ -266,27 +343,30 @@ async def main(args: argparse.Namespace, backend: int, sdk: int, gw: int, pids: 
     for port in (backend, sdk, gw):
         await wait_listening(port)
     concurrencies = [int(c) for c in str(args.concurrency).split(",")]
-    for concurrency in concurrencies:
-        await table(concurrency, args.seconds, backend, sdk, gw, pids)
+    for client in str(args.client).split(","):
+        for concurrency in concurrencies:
+            await table(concurrency, args.seconds, backend, sdk, gw, pids, client)
 
 
-async def table(concurrency: int, seconds: float, backend: int, sdk: int, gw: int, pids: dict[str, int]) -> None:
-    print(f"\nconcurrency {concurrency}, {seconds:g} s each; CPU columns: ms of CPU per call in each process")
+async def table(concurrency: int, seconds: float, backend: int, sdk: int, gw: int, pids: dict[str, int],
+                client: str) -> None:
+    print(f"\nconcurrency {concurrency}, {seconds:g} s each, MCP load generator: {client} client; "
+          "CPU columns: ms of CPU per call in each process")
     print(f"{'':<44} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu load':>9} {'cpu srv':>9} {'cpu back':>9}")
     direct = CpuMeter({"backend": pids["backend"]})
     via_sdk = CpuMeter({"server": pids["sdk"], "backend": pids["backend"]})
     via_gw = CpuMeter({"server": pids["mcpgw"], "backend": pids["backend"]})
     a = report("(a) backend directly over HTTP", *await measure_direct(backend, concurrency, seconds, direct), seconds)
     b = report("(b) hand-written official-SDK server", *await measure_mcp(
-        f"http://127.0.0.1:{sdk}/mcp", "get_item", concurrency, seconds, via_sdk), seconds)
+        f"http://127.0.0.1:{sdk}/mcp", "get_item", concurrency, seconds, via_sdk, client), seconds)
     c = report("(c) mcpgw", *await measure_mcp(
-        f"http://127.0.0.1:{gw}/mcp/bench", "get_item", concurrency, seconds, via_gw), seconds)
+        f"http://127.0.0.1:{gw}/mcp/bench", "get_item", concurrency, seconds, via_gw, client), seconds)
     d = report("(d) mcpgw direct-response tool (no backend)", *await measure_mcp(
-        f"http://127.0.0.1:{gw}/mcp/bench", "echo", concurrency, seconds, via_gw), seconds)
+        f"http://127.0.0.1:{gw}/mcp/bench", "echo", concurrency, seconds, via_gw, client), seconds)
     added = c["p50 ms"] - a["p50 ms"]
     print(f"(c)/(b) throughput: {c['calls/s'] / b['calls/s']:.2f}x (target >= 1.0x)")
     print(f"(c) p50 minus (a) p50: {added:.2f} ms (target <= 2 ms: {'met' if added <= 2 else 'MISSED'})")
-    print(f"(d) p50, the MCP round trip alone (SDK client + gateway, no backend): {d['p50 ms']:.2f} ms")
+    print(f"(d) p50, the MCP round trip alone ({client} client + gateway, no backend): {d['p50 ms']:.2f} ms")
     load_cpu = c.get("cpu load")
     if load_cpu is not None:
         # One load-generator process serves all C callers, so it finishes at most 1/cpu calls a second and,
