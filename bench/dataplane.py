@@ -1,6 +1,6 @@
 """Data-plane benchmark: tools/call throughput and latency (issue 3's targets).
 
-    python bench/dataplane.py [--concurrency 16] [--seconds 5]
+    python bench/dataplane.py [--concurrency 1,4,16] [--seconds 5] [--client sdk|wire|sdk,wire]
 
 Three ways to serve the same backend call, each measured with the same load
 (C concurrent callers for D seconds, every server in its own process):
@@ -8,7 +8,7 @@ Three ways to serve the same backend call, each measured with the same load
   (b) a hand-written MCP server on the official SDK (MCPServer, stateful JSON
       responses) whose tool calls the backend — what a user would write instead;
   (c) mcpgw serving a files tree whose REST tool points at the backend.
-(b) and (c) are called with the official SDK client over Streamable HTTP; (d), a
+(b) and (c) are called over Streamable HTTP, by default with the official SDK client; (d), a
 direct-response tool of mcpgw, shows what the MCP round trip alone costs.
 
     python bench/dataplane.py --concurrency 1,4,16   # one table per concurrency
