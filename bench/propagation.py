@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mcp.client import Client
 
-from adapter.publish import Publisher, nacos_target
+from adapter.publish import Publisher
+from adapter.publish_targets import nacos_target
 from gateway.app import Gateway
 from gateway.settings import Settings
 from registry.state import GatewayState

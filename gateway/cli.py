@@ -25,7 +25,7 @@ import uvicorn
 from registry.errors import McpgwError
 
 if TYPE_CHECKING:
-    from adapter.publish import LoadedDocument
+    from adapter.publish_documents import LoadedDocument
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -253,7 +253,8 @@ def _publish_usage(args: argparse.Namespace, nacos: str | None) -> str | None:
 async def _run_publish(
     args: argparse.Namespace, documents: list[LoadedDocument], target_options: dict[str, Any]
 ) -> None:
-    from adapter.publish import FilesTarget, Outcome, Publisher, PublishTarget, nacos_target
+    from adapter.publish import Outcome, Publisher
+    from adapter.publish_targets import FilesTarget, PublishTarget, nacos_target
 
     def say(outcome: Outcome) -> None:
         print(outcome.message, flush=True)
@@ -284,7 +285,7 @@ async def _run_publish(
 def cmd_publish(args: argparse.Namespace) -> int:
     import os
 
-    from adapter.publish import InvalidDocuments, load_documents
+    from adapter.publish_documents import InvalidDocuments, load_documents
     from registry.errors import SourceError
 
     nacos = args.nacos or os.environ.get("MCPGW_NACOS")

@@ -11,17 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from adapter.publish import (
-    FilesTarget,
+from adapter.publish import Publisher
+from adapter.publish_documents import (
     InvalidDocuments,
     LoadedDocument,
-    Publisher,
     PublishError,
     default_server_id,
     load_documents,
-    nacos_target,
     parse_document,
 )
+from adapter.publish_targets import FilesTarget, nacos_target
 from converter.converter import ConfigConverter, ServerSnapshot, credential_refs
 from registry.errors import ConversionError, SourceAuthError
 from registry.models import ServerModels

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapter.publish import default_server_id
+from adapter.publish_documents import default_server_id
 from gateway.cli import main
 from remote.base import versions_key
 from tests.support.nacos_double import NacosDouble

@@ -38,16 +38,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.publish import (
+from adapter.publish import Publisher
+from adapter.publish_documents import (
     LoadedDocument,
     PublishDocument,
-    Publisher,
     ServerDoc,
     ServiceRefDoc,
     ToolDoc,
-    nacos_target,
     render_tools_spec,
 )
+from adapter.publish_targets import nacos_target
 from adapter.registration import registered
 from gateway.app import Gateway
 from gateway.settings import REPO_ROOT, Settings
