@@ -208,11 +208,16 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     from adapter.registration import RegisteredInstance, SelfRegistration, parse_metadata, run_until_signal
 
+    if args.gateway is not None:
+        return _register_with_gateway(args)
+    if args.token is not None or args.ttl is not None:
+        return _fail("--token and --ttl go with --gateway; a Nacos registration ends with its connection")
     # The environment keeps the password out of the process list; only used alongside a username.
     password = args.password if args.password is not None else os.environ.get("MCPGW_PASSWORD")
     registration = SelfRegistration(
         args.nacos, args.service, args.port, ip=args.ip, weight=args.weight,
-        metadata=parse_metadata(args.metadata), group=args.group, namespace=args.namespace,
+        metadata=parse_metadata(args.metadata), group=args.group,
+        namespace=args.namespace if args.namespace is not None else "public",
         username=args.username, password=password if args.username else args.password,
     )
     configure_logging("warning")
@@ -225,6 +230,35 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     asyncio.run(run_until_signal(registration, on_registered=announce_registered,
                                  on_deregistered=announce_deregistered))
+    return EXIT_OK
+
+
+def _register_with_gateway(args: argparse.Namespace) -> int:
+    import os
+
+    from adapter.registration import ConnectedInstance, GatewayConnection, parse_metadata, run_until_signal
+
+    if args.namespace is not None or args.username is not None or args.password is not None:
+        return _fail("--namespace, --username and --password go with --nacos; the gateway serves one namespace "
+                     "and takes a connect token (--token or MCPGW_CONNECT_TOKEN)")
+    # The environment keeps the token out of the process list.
+    token = args.token if args.token is not None else os.environ.get("MCPGW_CONNECT_TOKEN") or None
+    connection = GatewayConnection(
+        args.gateway, args.service, args.port, ip=args.ip, weight=args.weight,
+        metadata=parse_metadata(args.metadata), group=args.group, token=token,
+        ttl=args.ttl if args.ttl is not None else 30.0,
+    )
+    configure_logging("warning")
+
+    def announce_connected(instance: ConnectedInstance) -> None:
+        print(f"registered {instance} (lease {instance.ttl:g}s, renewed every {instance.ttl / 3:.3g}s); "
+              "SIGTERM or Ctrl-C deregisters it", flush=True)
+
+    def announce_disconnected(instance: ConnectedInstance) -> None:
+        print(f"deregistered {instance.address} from service {instance.service}", flush=True)
+
+    asyncio.run(run_until_signal(connection, on_registered=announce_connected,
+                                 on_deregistered=announce_disconnected))
     return EXIT_OK
 
 
@@ -349,19 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
     state.set_defaults(func=cmd_state)
 
     register = sub.add_parser(
-        "register", help="register this host as an ephemeral instance of a Nacos service until stopped"
+        "register", help="register this host as an instance of a service, in Nacos or with a gateway, until stopped"
     )
-    register.add_argument("--nacos", required=True, metavar="HOST:PORT", help="the Nacos server")
+    register_with = register.add_mutually_exclusive_group(required=True)
+    register_with.add_argument("--nacos", metavar="HOST:PORT", help="the Nacos server (an ephemeral instance)")
+    register_with.add_argument("--gateway", metavar="URL", help="a gateway's base URL, e.g. http://127.0.0.1:8080 "
+                               "(its connect API, no Nacos: a lease renewed every ttl/3 seconds)")
     register.add_argument("--service", required=True, metavar="NAME", help="the service (a serviceRef's serviceName)")
     register.add_argument("--port", required=True, type=int, help="the port the backend listens on")
-    register.add_argument("--ip", help="the address to register (default: this host's address towards Nacos)")
+    register.add_argument("--ip", help="the address to register (default: this host's address towards Nacos "
+                          "or the gateway)")
     register.add_argument("--weight", type=float, default=1.0, help="load-balancing weight, 0-10000 (default 1)")
     register.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                           help="instance metadata, repeatable (e.g. --metadata protocol=https)")
     register.add_argument("--group", default="DEFAULT_GROUP", help="the service's group (default DEFAULT_GROUP)")
-    register.add_argument("--namespace", default="public", help="Nacos namespace (default public)")
+    register.add_argument("--namespace", help="Nacos namespace (default public)")
     register.add_argument("--username")
     register.add_argument("--password", help="or set MCPGW_PASSWORD")
+    register.add_argument("--token", help="with --gateway: its connect token (or set MCPGW_CONNECT_TOKEN)")
+    register.add_argument("--ttl", type=float, metavar="SECONDS",
+                          help="with --gateway: the lease, renewed every ttl/3 seconds (default 30)")
     register.set_defaults(func=cmd_register)
 
     publish = sub.add_parser(
