@@ -47,7 +47,7 @@ import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,8 +63,16 @@ from remote.overlay import RegisteringSource, register_name
 
 log = structlog.get_logger("mcpgw.connect")
 
+MAX_BODY = 64 * 1024  # a connect request is a few hundred bytes; anything far larger is a mistake or an attack
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_KEY = 256
+MAX_METADATA_VALUE = 4096
 MAX_TTL = 86400.0
 MAX_WEIGHT = 10000.0  # what Nacos accepts, so a server moving between Nacos and the gateway keeps its weight
+
+
+_MetadataKey = Annotated[str, Field(min_length=1, max_length=MAX_METADATA_KEY)]
+_MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
 
 
 class ConnectRequest(BaseModel):
@@ -77,7 +85,7 @@ class ConnectRequest(BaseModel):
     host: str = Field(min_length=1, max_length=253, pattern=r"^\S+$")
     port: int = Field(ge=1, le=65535, strict=True)
     weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[_MetadataKey, _MetadataValue] = Field(default_factory=dict, max_length=MAX_METADATA_ENTRIES)
     groupName: str | None = Field(default=None, min_length=1)
     namespaceId: str | None = Field(default=None, min_length=1)
     ttlSeconds: float | None = Field(default=None, ge=1, le=MAX_TTL, allow_inf_nan=False)
@@ -91,6 +99,21 @@ def _problem(status: int, message: str, problems: list[dict[str, str]] | None = 
     return JSONResponse(body, status_code=status)
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it exceeds ``limit`` bytes (declared or received)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _is_loopback(host: str | None) -> bool:
     if not host:
         return False
@@ -101,7 +124,8 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(body)"
+    # An empty metadata key shows as an empty part of the location: leave it out ("metadata.[key]").
+    return ".".join(str(part) for part in loc if part != "") or "(body)"
 
 
 def _instance_document(instance: Instance, origin: Origin) -> dict[str, Any]:
@@ -210,8 +234,12 @@ class ConnectApi:
                              "gateway's connect_token (MCPGW_CONNECT_TOKEN) and send it as a bearer token")
 
     async def connect(self, request: Request) -> Response:
+        body_bytes = await _bounded_body(request, MAX_BODY)
+        if body_bytes is None:
+            return _problem(413, f"the connect request is larger than {MAX_BODY} bytes; send only serverId, "
+                                 "serverName, host, port and the optional fields")
         try:
-            raw = json.loads(await request.body())
+            raw = json.loads(body_bytes)
         except ValueError as exc:
             return _problem(400, f"the body is not valid JSON ({exc}); send a JSON object with serverId, "
                                  "serverName, host and port")

@@ -156,6 +156,9 @@ async def test_connect_and_disconnect_are_logged_without_metadata_values(running
         ({"weigth": 2}, "weigth"),
         ({"namespaceId": "dev"}, "namespaceId"),
         ({"ttlSeconds": 0}, "ttlSeconds"),
+        ({"metadata": {f"k{i}": "v" for i in range(65)}}, "metadata"),
+        ({"metadata": {"k": "v" * 4097}}, "metadata.k"),
+        ({"metadata": {"": "v"}}, "metadata.[key]"),
         ({"ttlSeconds": "forever"}, "ttlSeconds"),
     ],
 )
@@ -181,6 +184,21 @@ async def test_missing_fields_and_non_json_bodies_are_rejected(running: Running)
 
     array = await running.http.post(CONNECT, content=json.dumps([1, 2]))
     assert array.status_code == 422
+
+
+async def test_an_oversized_body_is_refused_with_413_before_it_is_parsed(running: Running) -> None:
+    huge = json.dumps(running.body(metadata={"pad": "x" * 70_000})).encode()
+    declared = await running.http.post(CONNECT, content=huge, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    assert "larger than 65536 bytes" in declared.json()["error"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no content-length: the limit holds on what arrives
+        for start in range(0, len(huge), 8192):
+            yield huge[start:start + 8192]
+
+    streamed = await running.http.post(CONNECT, content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert (await running.http.get("/api/mcp/servers")).json()["statistics"]["totalServers"] == 0
 
 
 async def test_disconnecting_an_unknown_server_is_404(running: Running) -> None:
