@@ -678,7 +678,13 @@ class NacosDouble:
         params = await self._params(request)
         username, password = params.get("username", ""), params.get("password", "")
         if self._credentials is not None and (username, password) != self._credentials:
-            return Response("unknown user!", status_code=403)
+            # As Nacos 3.1 answers (contract-tested): an unknown user is 403 "Access Denied", a known
+            # user with a wrong password is a bare HTTP 500, on the v3 path and the v1 compatibility paths.
+            status, error = (500, "Internal Server Error") if username == self._credentials[0] else (403, "Forbidden")
+            return JSONResponse(
+                {"status": status, "error": error, "message": "No message available", "path": request.url.path},
+                status_code=status,
+            )
         token = secrets.token_urlsafe(24)
         self._tokens.add(token)
         return JSONResponse({"accessToken": token, "tokenTtl": 18000, "globalAdmin": True, "username": username})
