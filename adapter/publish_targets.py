@@ -255,7 +255,7 @@ class NacosAdminTarget:
 
     async def _restore_what_nacos_dropped(self, change: Change) -> None:
         for write in change.writes:
-            if write.key.group != TOOLS_GROUP:
+            if write.key.group != TOOLS_GROUP or write.content is None:
                 continue
             stored = await self._source.get_config(write.key)
             try:

@@ -117,6 +117,8 @@ class Publishing:
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
         self.created: list[str] = []
+        self.call_durations: list[float] = []
+        """Filled by whoever times the calls (bench/propagation.py)."""
 
     async def _publish(self, doc: PublishDocument, *, draft: bool = False) -> None:
         outcome = await self._publisher.publish(LoadedDocument(Path(f"{doc.server.name}.yaml"), doc), draft=draft)

@@ -846,7 +846,7 @@ class NacosDouble:
             )
         versions["versionDetails"] = details
         tools = _stored_tool_specification(tools)
-        sent_detail = spec.get("versionDetail") if isinstance(spec.get("versionDetail"), dict) else {}
+        sent_detail: dict[str, Any] = spec["versionDetail"] if isinstance(spec.get("versionDetail"), dict) else {}
         server = {
             **spec,
             "id": server_id,
