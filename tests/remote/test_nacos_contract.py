@@ -20,17 +20,16 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from remote.base import ConfigKey, ServiceInstance, ServiceKey, server_spec_key, tools_spec_key, versions_key
 from remote.nacos import NacosSource
 from tests.support.nacos_double import NacosDouble
-from tests.support.nacos_target import NacosTarget
+from tests.support.nacos_target import NacosTarget, eventually
 
 BOUND = 10.0
-T = TypeVar("T")
 
 
 class Recorder:
@@ -43,17 +42,6 @@ class Recorder:
     async def next(self) -> tuple[Any, ...]:
         async with asyncio.timeout(BOUND):
             return await self.calls.get()
-
-
-async def eventually(read: Callable[[], Awaitable[T]], wanted: Callable[[T], bool]) -> T:
-    """The first value ``read`` gives that is ``wanted``, or the last one after the bound."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOUND
-    value = await read()
-    while not wanted(value) and loop.time() < deadline:
-        await asyncio.sleep(0.02)  # polling a server that gives no event for this; bounded
-        value = await read()
-    return value
 
 
 @pytest.fixture
