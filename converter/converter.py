@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -40,7 +40,6 @@ TEMPLATE_KIND = "json-go-template"
 REST_PROTOCOLS = frozenset({"http", "https"})
 MCP_PROTOCOLS = frozenset({"mcp-sse", "mcp-streamable"})
 UNSERVABLE_PROTOCOLS = frozenset({"stdio", "dubbo"})
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +216,6 @@ def cluster_name(server_id: str, service: ServiceKey) -> str:
     return ".".join(
         (server_id, sanitize_name(service.namespace), sanitize_name(service.group), sanitize_name(service.service))
     )
-
-
-def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk_strings(v, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk_strings(v, f"{path}.{k}")
 
 
 BACKEND_TOOLS_FILE = "tools/list of the backend"
@@ -451,7 +439,7 @@ class ConfigConverter:
                         **located,
                     )
                 if snap.credentials_unread:
-                    credentials[name] = "unread"
+                    credentials[name] = "not read"  # a stand-in: offline checks render nothing
                     continue
                 content = snap.credentials.get(key)
                 what = f"referenced config {found.data_id} (group {found.group})"
