@@ -293,23 +293,28 @@ def _tool_of(segments: tuple[str | int, ...], spec: Mapping[str, Any]) -> str:
 
 def sites(spec: Mapping[str, Any]) -> Iterator[Site]:
     """Every string (value or key) of a parsed tools spec that holds ``${nacos.``, classified."""
-    stack: list[tuple[Any, tuple[str | int, ...], str]] = [(spec, (), "$")]
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(spec, ())]
     while stack:
-        value, segments, path = stack.pop()
+        value, segments = stack.pop()
         if isinstance(value, str):
             if REFERENCE_START in value:
                 allowed, whole, why = _classify(segments)
-                yield Site(path, value, _tool_of(segments, spec), allowed, whole, why, segments)
+                yield Site(_path(segments), value, _tool_of(segments, spec), allowed, whole, why, segments)
         elif isinstance(value, list):
-            for index in range(len(value) - 1, -1, -1):
-                stack.append((value[index], (*segments, index), member(path, index)))
+            stack.extend((value[index], (*segments, index)) for index in range(len(value) - 1, -1, -1))
         elif isinstance(value, dict):
             for key in reversed(list(value)):
                 child = (*segments, str(key))
-                child_path = member(path, key)
                 if REFERENCE_START in str(key):
-                    yield Site(child_path, str(key), _tool_of(child, spec), False, False, "is a JSON key", child)
-                stack.append((value[key], child, child_path))
+                    yield Site(_path(child), str(key), _tool_of(child, spec), False, False, "is a JSON key", child)
+                stack.append((value[key], child))
+
+
+def _path(segments: Sequence[str | int]) -> str:
+    path = "$"
+    for segment in segments:
+        path = member(path, segment)
+    return path
 
 
 def references_in(content: str) -> Iterator[tuple[str, str]]:
