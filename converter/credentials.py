@@ -68,7 +68,6 @@ class Reference:
     """One reference as written: where in the string it starts, and what it names."""
 
     start: int
-    end: int
     data_id: str
     group: str
 
@@ -123,7 +122,7 @@ def scan(text: str) -> Iterator[Reference | Misspelt]:
             yield Misspelt(position)
             position = text.find(REFERENCE_START, position + 1)
         else:
-            yield Reference(position, match.end(), match.group(1), match.group(2))
+            yield Reference(position, match.group(1), match.group(2))
             position = text.find(REFERENCE_START, match.end())
 
 
@@ -133,7 +132,7 @@ def whole_reference(text: str) -> Reference | None:
     match = CREDENTIAL_REF.fullmatch(stripped)
     if match is None:
         return None
-    return Reference(0, len(stripped), match.group(1), match.group(2))
+    return Reference(0, match.group(1), match.group(2))
 
 
 class ContentError(ValueError):
@@ -230,7 +229,7 @@ TEMPLATE_KIND = "json-go-template"
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
-def member(path: str, key: object) -> str:
+def _member(path: str, key: object) -> str:
     """``$.a.b`` for plain keys, ``$.a["b.c"]`` for keys a dotted path would misread (as the REST compiler writes)."""
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -248,36 +247,33 @@ class Site:
     text: str
     tool: str
     allowed: bool
-    """A request-side template field: references inside actions resolve."""
-    whole_value: bool
-    """A header value or credential: a value that is exactly one reference is read as ``{{ reference }}``."""
+    """A request-side template field: references inside its actions resolve (the REST compiler checks the rest)."""
     why_not: str
     """For a forbidden site: what a reference there would do."""
-    segments: tuple[str | int, ...]
 
 
 _SHOWN = "is shown to MCP clients (tools/list)"
 _RESPONSE = "is what the MCP client receives, so a secret in it would be shown to the client"
 _LITERAL = "is not a request template, so the reference would never be resolved"
+_REQUEST_FIELDS = frozenset(
+    {("requestTemplate", "url"), ("requestTemplate", "body"), ("requestTemplate", "security", "credential")}
+)
 
 
-def _classify(segments: tuple[str | int, ...]) -> tuple[bool, bool, str]:
-    """(allowed, whole_value, why_not) of a string at ``segments`` in a tools spec."""
+def _classify(segments: tuple[str | int, ...]) -> str:
+    """Why a reference may not stand at ``segments`` of a tools spec; empty where it may."""
     if len(segments) == 3 and segments[0] == "securitySchemes" and segments[2] == "defaultCredential":
-        return True, True, ""
+        return ""
     if segments[:1] == ("tools",):
-        return False, False, _SHOWN
+        return _SHOWN
     if len(segments) >= 5 and segments[0] == "toolsMeta" and segments[2:4] == ("templates", TEMPLATE_KIND):
         part = segments[4:]
-        if part in (("requestTemplate", "url"), ("requestTemplate", "body")):
-            return True, False, ""
-        if part == ("requestTemplate", "security", "credential"):
-            return True, True, ""
-        if len(part) == 4 and part[:2] == ("requestTemplate", "headers") and part[3] == "value":
-            return True, True, ""
+        header_value = len(part) == 4 and part[:2] == ("requestTemplate", "headers") and part[3] == "value"
+        if part in _REQUEST_FIELDS or header_value:
+            return ""
         if part[:1] in (("responseTemplate",), ("errorResponseTemplate",)):
-            return False, False, _RESPONSE
-    return False, False, _LITERAL
+            return _RESPONSE
+    return _LITERAL
 
 
 def _tool_of(segments: tuple[str | int, ...], spec: Mapping[str, Any]) -> str:
@@ -298,22 +294,22 @@ def sites(spec: Mapping[str, Any]) -> Iterator[Site]:
         value, segments = stack.pop()
         if isinstance(value, str):
             if REFERENCE_START in value:
-                allowed, whole, why = _classify(segments)
-                yield Site(_path(segments), value, _tool_of(segments, spec), allowed, whole, why, segments)
+                why = _classify(segments)
+                yield Site(_path(segments), value, _tool_of(segments, spec), not why, why)
         elif isinstance(value, list):
             stack.extend((value[index], (*segments, index)) for index in range(len(value) - 1, -1, -1))
         elif isinstance(value, dict):
             for key in reversed(list(value)):
                 child = (*segments, str(key))
                 if REFERENCE_START in str(key):
-                    yield Site(_path(child), str(key), _tool_of(child, spec), False, False, "is a JSON key", child)
+                    yield Site(_path(child), str(key), _tool_of(child, spec), False, "is a JSON key")
                 stack.append((value[key], child))
 
 
 def _path(segments: Sequence[str | int]) -> str:
     path = "$"
     for segment in segments:
-        path = member(path, segment)
+        path = _member(path, segment)
     return path
 
 
