@@ -116,7 +116,7 @@ async def test_a_document_becomes_the_three_nacos_configs_as_nacos_writes_them(
     assert tools["toolsMeta"]["get_city"]["templates"]["json-go-template"]["argsPosition"] == {"name": "path"}
     assert tools["securitySchemes"][0] == {
         "id": "demo-key", "type": "apiKey", "in": "header", "name": "X-API-Key",
-        "defaultCredential": "${nacos.weather-api-key.json/mcp-credentials}",
+        "defaultCredential": "{{ ${nacos.weather-api-key.json/mcp-credentials}.data }}",
     }
     assert outcome.warnings and "weather-api-key.json" in outcome.warnings[0]
 
@@ -136,7 +136,7 @@ async def test_the_gateway_serves_exactly_the_tools_that_were_published(tree: Pa
     outcomes = await publisher.publish_all(load_documents(EXAMPLES))
     assert [o.action for o in outcomes] == ["published"] * 3
     (tree / "config/public/mcp-credentials").mkdir(parents=True)
-    (tree / "config/public/mcp-credentials/weather-api-key.json").write_text('"k-123"')
+    (tree / "config/public/mcp-credentials/weather-api-key.json").write_text('{"data": "k-123"}')
 
     source = FilesSource(tree)
     await source.start()
