@@ -223,11 +223,13 @@ class Backend:
     label: str
     port: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     def app(self) -> Starlette:
         async def echo(request: Request) -> Response:
             call = {"backend": self.label, "path": request.url.path, "query": dict(request.query_params)}
             self.calls.append(call)
+            self.headers.append(dict(request.headers))
             return JSONResponse(call)
 
         return Starlette(routes=[Route("/{path:path}", echo)])
@@ -693,3 +695,38 @@ async def test_a_gateway_of_another_namespace_serves_that_namespace_only(
             await team_b.delete(there)
     assert json.loads(text(result))["backend"] == "team-b"
     assert here not in servers
+
+
+async def test_the_documented_credential_reference_reaches_the_backend_and_follows_rotation(
+    nacos: NacosTarget, served: Served, publisher: Publishing, registrar: Registrar, sdk_client: NacosSource
+) -> None:
+    # The example of Nacos' documentation and console, verbatim: a header whose value names a field of
+    # another config. The config is written by another Nacos client, as an operator rotating a key would.
+    name, service = unique("weather"), ServiceKey("public", "DEFAULT_GROUP", unique("weather-api"))
+    data_id = unique("weatherKey")
+    credential = ConfigKey("public", "credentials", data_id)
+    [tool] = rest_tools("forecast")
+    assert tool.template is not None
+    template = {**tool.template, "requestTemplate": {
+        **tool.template["requestTemplate"],
+        "headers": [{"key": "X-App-Key", "value": "{{ ${nacos." + data_id + "/credentials}.data }}"}],
+    }}
+    keyed = tool.model_copy(update={"template": template})
+    async with backends("a") as [backend], asyncio.timeout(BOUND):
+        await sdk_client.publish_config(credential, json.dumps({"data": "key-abc-123"}))
+        await registrar.register(service, backend.port)
+        server_id = await publisher.create(name, "1.0.0", service, [keyed])
+        await served.until(lambda state: instance_ports(state, server_id) == {backend.port})
+        async with served.client(name) as session:
+            first = await session.call_tool("forecast", {"q": "Hangzhou"})
+            listed = (await session.list_tools()).model_dump_json()
+
+            revision = served.gateway.store.current.version
+            await sdk_client.publish_config(credential, json.dumps({"data": "key-xyz-789"}))
+            await served.until(lambda state: state.version != revision)
+            second = await session.call_tool("forecast", {"q": "Hangzhou"})
+        await sdk_client.remove_config(credential)
+
+    assert first.is_error is not True and second.is_error is not True, (text(first), text(second))
+    assert [h["x-app-key"] for h in backend.headers] == ["key-abc-123", "key-xyz-789"]
+    assert "key-abc-123" not in listed and "key-abc-123" not in text(first)
