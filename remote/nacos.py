@@ -301,6 +301,11 @@ def _to_instances(raw: Iterable[Any]) -> tuple[ServiceInstance, ...]:
     return tuple(sorted(converted, key=lambda i: (i.ip, i.port, i.cluster_name)))
 
 
+_RELISTEN_AFTER_RECONNECT = (1.0, 2.0)
+"""Seconds between the extra listens and re-reads once Nacos is ready again after a config reconnect: a
+restarting Nacos accepts connections while it is still starting, and what it is told then may be lost."""
+
+
 class NacosSource:
     """``RemoteClient`` over a Nacos 2.x/3.x server (3.0.1+ for the MCP listing)."""
 
@@ -956,9 +961,16 @@ class NacosSource:
         if clients is None:
             return
         if module == "config":
-            for key in [k for k in self._config_watches if k.namespace == namespace]:
-                self._mark_config_dirty(key)
-            self._events.put_nowait(_ListingChanged())
+            await self._until_serving()
+            for delay in (0.0, *_RELISTEN_AFTER_RECONNECT):
+                if delay:
+                    await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+                self._relisten(clients)
+                for key in [k for k in self._config_watches if k.namespace == namespace]:
+                    self._mark_config_dirty(key)
+                self._events.put_nowait(_ListingChanged())
             return
         # Re-register our own instances before reading, so that they do not seem to flap away and back,
         # and let the SDK renew the rest now rather than on its 30 s redo tick.
@@ -978,6 +990,46 @@ class NacosSource:
                 log.warning("nacos.resync_failed", key=str(service_key), error=str(exc))
                 continue
             self._mark_service_dirty(service_key)
+
+    async def _until_serving(self, within: float = 120.0) -> None:
+        """Return once Nacos says it is ready (its readiness API answers 200), or after ``within`` seconds.
+
+        A restarting Nacos 3 opens its gRPC port seconds before it has started: the SDK reconnects at
+        once, but what it registers then may be forgotten, so the listens are repeated from here on.
+        A server without the readiness API (404) is taken as ready.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not self._stopping and self._http is not None and loop.time() < deadline:
+            try:
+                response = await self._http.get("/nacos/v3/admin/core/state/readiness")
+            except httpx.HTTPError:
+                response = None
+            if response is not None and response.status_code in (200, 404):
+                return
+            await asyncio.sleep(0.25)
+
+    @staticmethod
+    def _relisten(clients: _NamespaceClients) -> None:
+        """Make the SDK send its listen request for every config again, now; revive its listen loop.
+
+        Two things, both seen against a restarting Nacos 3.1, stop pushes for good otherwise:
+        - the SDK's listen loop is one task that ends on ``CancelledError``, which grpc raises in it when
+          the connection it was listening on is closed by a reconnect; then nothing is ever listened again;
+        - a Nacos that is still starting when the SDK reconnects (its gRPC port opens seconds before the
+          rest) forgets the listeners it is told of, and the SDK never repeats a listen whose md5 answered
+          as unchanged.
+        Marking every config as not in sync and waking the (running) listen loop re-registers them.
+        """
+        proxy = clients.config.grpc_client_proxy
+        if proxy.listen_task.done() and not proxy.stop_event.is_set():
+            log.warning("nacos.sdk_listen_loop_revived", namespace=clients.namespace)
+            proxy.listen_task = asyncio.create_task(
+                proxy._execute_config_listen_task(), name=f"nacos-sdk-config-listen-{clients.namespace}"
+            )
+        for cache_data in list(proxy.config_subscribe_manager.subscribe_cache_map.values()):
+            cache_data.is_sync_with_server = False
+        proxy.execute_config_listen_channel.put_nowait(None)
 
     # ------------------------------------------------------------------ errors
 
