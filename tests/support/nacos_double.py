@@ -26,7 +26,11 @@ What it speaks:
   pushes with a strictly increasing ``lastRefTime``.
 - HTTP: login (``/nacos/v1/auth/login``, ``/nacos/v1/auth/users/login``), the
   Nacos 3 MCP admin API (list derived from the stored versions configs, and
-  cheap create / update / delete that write the three configs).
+  cheap create / update / delete that write the three configs; ``REF`` and
+  ``DIRECT`` endpoint specifications as Nacos 3.1 stores them).  Not spoken:
+  the AI module's gRPC requests (``QueryMcpServerRequest``,
+  ``ReleaseMcpServerRequest``, ``McpServerEndpointRequest``) that
+  nacos-sdk-python's ``v2.nacos.ai`` and nacos-mcp-wrapper-python send.
 
 Fault controls: ``stop`` / ``start`` / ``restart`` (same ports, stored data
 kept, every connection dropped), ``drop_pushes``, ``delay_pushes``,
@@ -72,6 +76,8 @@ PUBLIC = "public"
 VERSIONS_GROUP = "mcp-server-versions"
 SERVER_GROUP = "mcp-server"
 TOOLS_GROUP = "mcp-tools"
+MCP_ENDPOINTS_GROUP = "mcp-endpoints"
+"""Where Nacos 3 creates the service of an MCP server registered with a ``DIRECT`` endpoint."""
 
 # Nacos' own codes (com.alibaba.nacos.api.exception.NacosException / ResponseCode).
 _FAIL = 500
@@ -775,6 +781,7 @@ class NacosDouble:
             tools: dict[str, Any] = json.loads(params.get("toolSpecification") or '{"tools": [], "toolsMeta": {}}')
         except (KeyError, ValueError) as exc:
             raise _Fail(_INVALID_PARAM, f"serverSpecification / toolSpecification invalid: {exc}") from exc
+        tools = _as_nacos_stores_tools(tools)
         if spec.get("protocol", "http") != "stdio" and not params.get("endpointSpecification"):
             # What Nacos 3 answers (McpServerOperationService): a remote server needs an endpoint.
             raise _Fail(_INVALID_PARAM, "request parameter `endpointSpecification` should not be null")
@@ -805,7 +812,7 @@ class NacosDouble:
             "frontProtocol": spec.get("frontProtocol", "mcp-sse"),
             "description": spec.get("description", ""),
             "enabled": spec.get("enabled", True),
-            "capabilities": ["TOOL"] if tools.get("tools") else [],
+            "capabilities": ["TOOL"],  # Nacos 3.1 says TOOL whenever a tool specification is given, even empty
             "latestPublishedVersion": version if latest else (existing or {}).get("latestPublishedVersion", version),
             "versionDetails": details,
         }
@@ -816,18 +823,42 @@ class NacosDouble:
             "toolsDescriptionRef": f"{server_id}-{version}-mcp-tools.json",
         }
         endpoint = json.loads(params.get("endpointSpecification") or "{}")
-        if endpoint.get("type") == "REF":
-            # Nacos 3 rebuilds serviceRef from the endpoint, always in the server's own namespace.
-            data = endpoint.get("data") or {}
-            remote = dict(server.get("remoteServerConfig") or {})
-            remote["serviceRef"] = {"namespaceId": namespace, "groupName": data.get("groupName", "DEFAULT_GROUP"),
-                                    "serviceName": data.get("serviceName", "")}
-            server["remoteServerConfig"] = remote
+        ref = self._endpoint_service_ref(namespace, name, version, endpoint)
+        if ref is not None:
+            server["remoteServerConfig"] = {**(server.get("remoteServerConfig") or {}), "serviceRef": ref}
         # Nacos writes the versions file first: readers may see a version whose spec is not there yet.
         self.set_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json", json.dumps(versions))
         self.set_config(namespace, SERVER_GROUP, f"{server_id}-{version}-mcp-server.json", json.dumps(server))
         self.set_config(namespace, TOOLS_GROUP, f"{server_id}-{version}-mcp-tools.json", json.dumps(tools))
         return server_id
+
+    def _endpoint_service_ref(
+        self, namespace: str, name: str, version: str, endpoint: dict[str, Any]
+    ) -> dict[str, str] | None:
+        """The serviceRef Nacos 3.1 stores for an ``endpointSpecification`` (checked against the real server).
+
+        ``REF`` names an existing service, always taken in the server's own namespace.  ``DIRECT`` (what the
+        console sends for an MCP server given by its URL) makes Nacos create a persistent service of its own,
+        ``mcp-endpoints@@{name}::{version}``, holding one persistent instance at the address; deleting the MCP
+        server leaves that service and instance behind, as on the real server.  Both keep ``transportProtocol``.
+        """
+        data = endpoint.get("data") or {}
+        kind = str(endpoint.get("type") or "").upper()
+        if kind == "REF":
+            ref = {"namespaceId": namespace, "groupName": data.get("groupName") or "DEFAULT_GROUP",
+                   "serviceName": data.get("serviceName", "")}
+        elif kind == "DIRECT":
+            try:
+                address, port = str(data["address"]), int(data["port"])
+            except (KeyError, ValueError) as exc:
+                raise _Fail(_INVALID_PARAM, f"DIRECT endpointSpecification needs address and port: {exc}") from exc
+            ref = {"namespaceId": namespace, "groupName": MCP_ENDPOINTS_GROUP, "serviceName": f"{name}::{version}"}
+            self.add_instance(namespace, MCP_ENDPOINTS_GROUP, ref["serviceName"], address, port)
+        else:
+            return None
+        if data.get("transportProtocol"):
+            ref["transportProtocol"] = str(data["transportProtocol"])
+        return ref
 
     def _mcp_delete(self, namespace: str, params: dict[str, str]) -> None:
         existing = self._find_versions(namespace, server_id=params.get("mcpId", ""), name=params.get("mcpName", ""))
@@ -849,6 +880,43 @@ class NacosDouble:
             )
         else:
             self.delete_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json")
+
+
+_STORED_SCHEME_FIELDS = ("id", "type", "scheme", "in", "name", "defaultCredential")
+
+
+def _as_nacos_stores_tools(spec: dict[str, Any]) -> dict[str, Any]:
+    """A tool specification as Nacos 3.1's admin API stores it (checked against the real server).
+
+    Nacos binds it to its Java models and writes them back, so whatever they have no field for is dropped
+    without a word: a ``toolsMeta`` entry keeps only ``invokeContext`` (values made strings), ``enabled``
+    (default true) and ``templates`` (the console's ``transparentAuth``, ``securitySchemeId`` and
+    ``clientSecuritySchemeId`` are lost), a security scheme only its six fields.
+
+    Not copied yet: Nacos 3.1 also keeps only ``name``, ``description`` and ``inputSchema`` of a tool
+    (``outputSchema`` and ``annotations`` are lost, so a publish through the admin API never reads back as
+    unchanged); the double keeps them until ``mcpgw publish`` decides how to meet that (issue 10).
+    """
+    stored: dict[str, Any] = {}
+    for key in ("specificationType", "encryptData"):
+        if spec.get(key) is not None:
+            stored[key] = spec[key]
+    stored["tools"] = list(spec.get("tools") or [])
+    metas: dict[str, Any] = {}
+    for name, meta in (spec.get("toolsMeta") or {}).items():
+        kept: dict[str, Any] = {}
+        if meta.get("invokeContext") is not None:
+            kept["invokeContext"] = {str(k): str(v) for k, v in meta["invokeContext"].items()}
+        kept["enabled"] = bool(meta.get("enabled", True))
+        if meta.get("templates") is not None:
+            kept["templates"] = meta["templates"]
+        metas[name] = kept
+    stored["toolsMeta"] = metas
+    stored["securitySchemes"] = [
+        {k: scheme[k] for k in _STORED_SCHEME_FIELDS if scheme.get(k) is not None}
+        for scheme in spec.get("securitySchemes") or []
+    ]
+    return stored
 
 
 def _payload(message_type: str, body: dict[str, Any]) -> Payload:
