@@ -86,6 +86,7 @@ _CONFIG_NOT_FOUND = 300
 _UN_REGISTER = 301
 _NO_HANDLER = 302
 _INVALID_PARAM = 400
+_SERVER_ERROR = 30000  # the admin API's code for an unexpected server-side exception
 
 _ABILITY_TABLE = {
     "supportPersistentInstanceByGrpc": True,
@@ -765,7 +766,7 @@ class NacosDouble:
         except _Fail as failure:
             return JSONResponse(
                 {"code": failure.error_code, "message": failure.message, "data": None},
-                status_code=failure.error_code if failure.error_code >= 400 else 400,
+                status_code=500 if failure.error_code == _SERVER_ERROR else max(failure.error_code, 400),
             )
         return JSONResponse({"code": 0, "message": "success", "data": server_id if request.method == "POST" else "ok"})
 
@@ -823,6 +824,10 @@ class NacosDouble:
             "toolsDescriptionRef": f"{server_id}-{version}-mcp-tools.json",
         }
         endpoint = json.loads(params.get("endpointSpecification") or "{}")
+        if endpoint and not isinstance(spec.get("remoteServerConfig"), dict):
+            # Nacos 3.1 fails with a NullPointerException (code 30000, HTTP 500) instead of a validation message.
+            raise _Fail(_SERVER_ERROR, 'Cannot invoke "McpServerRemoteServiceConfig.setServiceRef(...)" because '
+                        '"McpServerStorageInfo.getRemoteServerConfig()" is null')
         ref = self._endpoint_service_ref(namespace, name, version, endpoint)
         if ref is not None:
             server["remoteServerConfig"] = {**(server.get("remoteServerConfig") or {}), "serviceRef": ref}
