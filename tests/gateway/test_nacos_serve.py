@@ -117,6 +117,8 @@ class Publishing:
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
         self.created: list[str] = []
+        self.call_durations: list[float] = []
+        """Filled by whoever times the calls (bench/propagation.py)."""
 
     async def _publish(self, doc: PublishDocument, *, draft: bool = False) -> None:
         outcome = await self._publisher.publish(LoadedDocument(Path(f"{doc.server.name}.yaml"), doc), draft=draft)
@@ -126,7 +128,7 @@ class Publishing:
         """Create and publish; returns the server id it got."""
         await self._publish(document(name, version, service, tools))
         self.created.append(name)
-        server_id = await self._publisher.target.find("public", name, None)
+        server_id = await self._publisher.target.find(self._publisher.namespace, name, None)
         assert server_id is not None
         return server_id
 
@@ -221,11 +223,13 @@ class Backend:
     label: str
     port: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     def app(self) -> Starlette:
         async def echo(request: Request) -> Response:
             call = {"backend": self.label, "path": request.url.path, "query": dict(request.query_params)}
             self.calls.append(call)
+            self.headers.append(dict(request.headers))
             return JSONResponse(call)
 
         return Starlette(routes=[Route("/{path:path}", echo)])
@@ -624,3 +628,105 @@ async def test_server_referencing_a_service_in_another_namespace_works(
             result = await session.call_tool("route", {"q": "Hangzhou"})
     assert json.loads(text(result))["backend"] == "team-b"
     assert public.calls == []
+
+
+async def test_annotations_and_output_schema_survive_the_admin_api_and_republishing_writes_nothing(
+    nacos: NacosTarget, served: Served, publisher: Publishing, registrar: Registrar
+) -> None:
+    # Nacos 3.1's admin API keeps only name, description and inputSchema of a tool; the publisher puts
+    # the rest back, so clients see the hints (and the gateway retries read-only tools).
+    name, service = unique("weather"), ServiceKey("public", "DEFAULT_GROUP", unique("weather-api"))
+    [tool] = rest_tools("forecast")
+    annotated = tool.model_copy(
+        update={"annotations": {"readOnlyHint": True}, "outputSchema": {"type": "object", "properties": {}}}
+    )
+    async with backends("a") as [backend], asyncio.timeout(BOUND):
+        await registrar.register(service, backend.port)
+        await publisher.create(name, "1.0.0", service, [annotated])
+        # The admin API's stripped version may be served for the moment until the restored one arrives.
+        await served.until(
+            lambda state: (state.tools(sanitize_name(name)) or {}).get("forecast") is not None
+            and state.tools(sanitize_name(name))["forecast"].annotations is not None  # type: ignore[index]
+        )
+        async with served.client(name) as session:
+            [listed] = (await session.list_tools()).tools
+        again = await publisher._publisher.publish(LoadedDocument(Path(f"{name}.yaml"), document(
+            name, "1.0.0", service, [annotated])))
+
+    assert listed.annotations is not None and listed.annotations.read_only_hint is True
+    assert listed.output_schema == {"type": "object", "properties": {}}
+    assert again.action == "unchanged", again.message
+
+
+async def test_a_gateway_of_another_namespace_serves_that_namespace_only(
+    nacos: NacosTarget, publisher: Publishing, registrar: Registrar, sdk_client: NacosSource, tmp_path: Path
+) -> None:
+    if nacos.is_real:
+        await sdk_client.admin_request(
+            "POST", "/nacos/v3/admin/core/namespace",
+            {"namespaceId": OTHER_NAMESPACE, "namespaceName": OTHER_NAMESPACE}, "create a test namespace",
+        )  # "already exists" is as good as created
+    here, there = unique("public-maps"), unique("team-b-maps")
+    team_b_service = ServiceKey(OTHER_NAMESPACE, "DEFAULT_GROUP", unique("maps-api"))
+    async with (
+        backends("team-b") as [backend],
+        nacos_target(nacos.server_addr, namespace=OTHER_NAMESPACE, username=nacos.username,
+                     password=nacos.password) as team_b_target,
+        asyncio.timeout(BOUND),
+    ):
+        team_b = Publishing(Publisher(team_b_target, namespace=OTHER_NAMESPACE))
+        await registrar.register(team_b_service, backend.port)
+        await publisher.create(here, "1.0.0", ServiceKey("public", "DEFAULT_GROUP", unique("x")), rest_tools("a"))
+        await team_b.create(there, "1.0.0", team_b_service, rest_tools("route"))
+        try:
+            settings = Settings(
+                nacos=nacos.server_addr, namespace=OTHER_NAMESPACE, username=nacos.username,
+                password=nacos.password, state_dir=tmp_path / "team-b-gateway",
+            )
+            gateway = Gateway(settings)
+            async with serving(gateway.asgi(), listening_socket()) as url:
+                served = Served(url, gateway)
+                await gateway.adapter.ready.wait()
+                await served.until(lambda state: tool_names(state, there) == {"route"})
+                async with served.client(there) as session:
+                    result = await session.call_tool("route", {"q": "Hangzhou"})
+                servers = {status.name for status in gateway.store.current.statuses.values()}
+        finally:
+            await team_b.delete(there)
+    assert json.loads(text(result))["backend"] == "team-b"
+    assert here not in servers
+
+
+async def test_the_documented_credential_reference_reaches_the_backend_and_follows_rotation(
+    nacos: NacosTarget, served: Served, publisher: Publishing, registrar: Registrar, sdk_client: NacosSource
+) -> None:
+    # The example of Nacos' documentation and console, verbatim: a header whose value names a field of
+    # another config. The config is written by another Nacos client, as an operator rotating a key would.
+    name, service = unique("weather"), ServiceKey("public", "DEFAULT_GROUP", unique("weather-api"))
+    data_id = unique("weatherKey")
+    credential = ConfigKey("public", "credentials", data_id)
+    [tool] = rest_tools("forecast")
+    assert tool.template is not None
+    template = {**tool.template, "requestTemplate": {
+        **tool.template["requestTemplate"],
+        "headers": [{"key": "X-App-Key", "value": "{{ ${nacos." + data_id + "/credentials}.data }}"}],
+    }}
+    keyed = tool.model_copy(update={"template": template})
+    async with backends("a") as [backend], asyncio.timeout(BOUND):
+        await sdk_client.publish_config(credential, json.dumps({"data": "key-abc-123"}))
+        await registrar.register(service, backend.port)
+        server_id = await publisher.create(name, "1.0.0", service, [keyed])
+        await served.until(lambda state: instance_ports(state, server_id) == {backend.port})
+        async with served.client(name) as session:
+            first = await session.call_tool("forecast", {"q": "Hangzhou"})
+            listed = (await session.list_tools()).model_dump_json()
+
+            revision = served.gateway.store.current.version
+            await sdk_client.publish_config(credential, json.dumps({"data": "key-xyz-789"}))
+            await served.until(lambda state: state.version != revision)
+            second = await session.call_tool("forecast", {"q": "Hangzhou"})
+        await sdk_client.remove_config(credential)
+
+    assert first.is_error is not True and second.is_error is not True, (text(first), text(second))
+    assert [h["x-app-key"] for h in backend.headers] == ["key-abc-123", "key-xyz-789"]
+    assert "key-abc-123" not in listed and "key-abc-123" not in text(first)

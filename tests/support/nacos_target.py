@@ -17,13 +17,31 @@ explicitly:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pytest
 
 from tests.support.nacos_double import NacosDouble
 from tests.support.real_nacos import RealNacos
+
+T = TypeVar("T")
+
+
+async def eventually(read: Callable[[], Awaitable[T]], wanted: Callable[[T], bool], within: float = 10.0) -> T:
+    """The first value ``read`` gives that is ``wanted``, else the last one once ``within`` seconds have passed.
+
+    For what a server gives no event of (the real Nacos fills its read cache from its database
+    asynchronously, so a read right after a write may still see the old content): polled, bounded.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    value = await read()
+    while not wanted(value) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+        value = await read()
+    return value
 
 
 @dataclass(frozen=True)
