@@ -37,7 +37,8 @@ is filed down, so the rest of mcpgw sees only the ``RemoteClient`` contract:
   and ``log_dir`` are mandatory here.  Its disk cache is not loaded at start
   (stale data would shadow the server); the last-known-good state lives in
   the registry, not in the SDK.  Its logs go at WARNING level because at
-  INFO it writes config contents and access tokens.
+  INFO it writes config contents and access tokens (at ERROR it writes a
+  failed request with its access token: a filter redacts that).
 - **One SDK client pair per namespace**, created lazily: a server may
   reference a service in another namespace.
 - **Listing** goes through ``GET /nacos/v3/admin/ai/mcp/list`` (all pages),
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -133,12 +135,32 @@ class _ExpectedSdkNoise(logging.Filter):
 
 _SDK_NOISE = _ExpectedSdkNoise()
 
+_SECRET_HEADER = re.compile(
+    r"""(['"]?(?:accessToken|Spas-Signature|Spas-SecurityToken)['"]?\s*[:=]\s*)['"][^'"]*['"]"""
+)
+
+
+class _RedactSdkSecrets(logging.Filter):
+    """Keeps access tokens out of the SDK's log: a failed gRPC request is logged at ERROR with its headers
+    (``send request fail, request=…{headers{'accessToken': '…'}``), seen with a real Nacos refusing one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_HEADER.sub(r"\1'***'", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_SDK_SECRETS = _RedactSdkSecrets()
+
 
 def _quiet_expected_sdk_noise() -> None:
     for name in _SDK_LOGGERS:
         logger = logging.getLogger(name)
-        if _SDK_NOISE not in logger.filters:
-            logger.addFilter(_SDK_NOISE)
+        for sdk_filter in (_SDK_NOISE, _SDK_SECRETS):
+            if sdk_filter not in logger.filters:
+                logger.addFilter(sdk_filter)
 
 
 # ---------------------------------------------------------------- answers of the admin HTTP API
