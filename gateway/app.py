@@ -32,6 +32,7 @@ from gateway.catalog import GatewayCatalog
 from gateway.connect_api import ConnectApi
 from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
+from gateway.rendering import Renderer
 from gateway.settings import Settings
 from gateway.upstream_http import HttpProbe, UpstreamHttp
 from registry.describe import describe_state
@@ -191,6 +192,7 @@ class Gateway:
         self.catalog = GatewayCatalog(
             self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
             timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
+            renderer=Renderer(settings.templates.limits()),
         )
         self.health = HealthChecker(
             self.store, self.clusters, settings.balancing.health_check_for, HttpProbe(self.http)

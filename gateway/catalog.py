@@ -44,6 +44,7 @@ from gateway.mcp_upstream import (
     UpstreamTransport,
     UpstreamUnavailable,
 )
+from gateway.rendering import INLINE_DATA, Renderer, larger_than
 from gateway.upstream_http import UpstreamHttp, UpstreamHttpError
 from registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
 from registry.errors import InvocationError
@@ -126,12 +127,14 @@ class GatewayCatalog:
         http: UpstreamHttp,
         mcp_pool: McpUpstreamPool,
         timeouts: TimeoutPolicy | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         self._store = store
         self._clusters = clusters
         self._http = http
         self._mcp = mcp_pool
         self._timeouts = timeouts or TimeoutPolicy()
+        self.renderer = renderer or Renderer()
         self._listing_cache: dict[str, tuple[object, list[types.Tool]]] = {}
         self._evictions: set[asyncio.Task[None]] = set()
         self._unsubscribe_departures = clusters.on_departure(self._on_departure)
@@ -272,17 +275,23 @@ class GatewayCatalog:
         binding: RestBinding = tool.binding
         args = tool.validator.validate(arguments)
         config = server.template_config
+        render = self.renderer.run
+        big_args = larger_than(args, INLINE_DATA)
         if binding.is_direct:
-            return _result(binding.render_direct(args, config))
+            return _result(await render(binding.render_direct, args, config, big=big_args))
         has_output = tool.output_schema is not None
+
+        def map_response(status: int, headers: Mapping[str, str], body: bytes) -> RestResult:
+            return binding.map_response(status, headers, body, has_output_schema=has_output)
 
         async def attempt(
             instance: Instance | None, runtime: ClusterRuntime | None, budget: float, shown: float
         ) -> types.CallToolResult:
-            request = binding.build_request(args, config, instance.base_url if instance else None)
+            base_url = instance.base_url if instance else None
+            request = await render(binding.build_request, args, config, base_url, big=big_args)
             where = instance.id if instance else "the configured URL"
             status, headers, body = await self._send(tool, request, instance, runtime, budget, shown, where)
-            result = _result(binding.map_response(status, headers, body, has_output_schema=has_output))
+            result = _result(await render(map_response, status, headers, body, big=len(body) > INLINE_DATA))
             if status >= 500:
                 raise _FailedAnswer(result)
             return result
@@ -386,5 +395,6 @@ class GatewayCatalog:
     async def aclose(self) -> None:
         """Stop following departures and finish the evictions under way."""
         self._unsubscribe_departures()
+        self.renderer.close()
         if self._evictions:
             await asyncio.gather(*self._evictions, return_exceptions=True)

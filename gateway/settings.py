@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from converter.template import RenderLimits
 from registry.balancing import (
     DEFAULT_STRATEGY,
     BalancingPolicy,
@@ -183,6 +184,52 @@ class BalancingSettings(_Section):
         return self.health_check.policy() if self.health_check.enabled else None
 
 
+# -- budgets against hostile input (issue 11: limits of templates, sessions, HTTP, circuits) -----------
+
+
+class TemplateSettings(_Section):
+    """What one template render may spend (``converter.template.RenderLimits``)."""
+
+    max_steps: int = Field(default=1_000_000, ge=1)
+    """``range`` iterations and function calls (and the size of what functions build)."""
+    max_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    """Characters written, and the size of any string, list or map built while rendering."""
+    max_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+    def limits(self) -> RenderLimits:
+        return RenderLimits(self.max_steps, self.max_output_bytes, self.max_seconds)
+
+
+class SessionSettings(_Section):
+    """MCP sessions (handshake era): bounded in total and per client address, reclaimed when idle.
+
+    At a bound, the least recently used idle session (of that client, or of
+    all) is closed to make room; only when every session is busy is the new
+    one refused.
+    """
+
+    max_total: int = Field(default=10_000, ge=1)
+    max_per_client: int = Field(default=100, ge=1)
+    idle_timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    """Seconds without a request (and without an open GET stream) after which a session is closed."""
+
+
+class HttpSettings(_Section):
+    """Limits of the HTTP/1.1 connections the gateway accepts (``gateway.http_protocol``)."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """The request line and headers together; more answers 431."""
+    max_headers: int = Field(default=100, ge=1)
+    """Header fields in one request; more answers 431."""
+    header_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    """Seconds a client has to send a complete request head once it connected or started one; then 408."""
+    keep_alive_timeout: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    """Seconds an idle keep-alive connection stays open."""
+
+
+_SECTIONS = ("balancing", "templates", "sessions", "http")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -204,16 +251,27 @@ class Settings(BaseModel):
     connect_ttl: float | None = Field(default=None, ge=1, le=86400)
     """Lease of a connected backend when its request gives no ttlSeconds; None: it stays until disconnected."""
     balancing: BalancingSettings = Field(default_factory=BalancingSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    upstream_max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """A REST backend's answer larger than this is refused (the call fails with a message naming the limit)."""
+    connect_max_body: int = Field(default=64 * 1024, ge=1024)
+    """Bytes of one connect API request body; more answers 413."""
+    connect_max_depth: int = Field(default=8, ge=2, le=64)
+    """Nesting of arrays and objects in a connect API request body; deeper answers 400."""
+    drain_timeout: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    """On SIGTERM: seconds in-flight tool calls have to finish before they are answered with an error."""
     demo_backend: bool | None = None
     """Start the bundled demo REST backend; default: when serving the bundled demo tree."""
     state_dir: Path = Path(".mcpgw")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("balancing", mode="before")
+    @field_validator(*_SECTIONS, mode="before")
     @classmethod
-    def _balancing_from_text(cls, value: Any) -> Any:
-        # MCPGW_BALANCING arrives as text: JSON or YAML.
+    def _section_from_text(cls, value: Any) -> Any:
+        # MCPGW_BALANCING (and the other sections) arrive as text: JSON or YAML.
         if not isinstance(value, str):
             return value
         try:
