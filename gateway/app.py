@@ -199,7 +199,8 @@ class Gateway:
         )
         self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=self.catalog.longest_timeout + 5))
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
-                                      token=settings.connect_token, default_ttl=settings.connect_ttl)
+                                      token=settings.connect_token, default_ttl=settings.connect_ttl,
+                                      max_body=settings.connect_max_body, max_depth=settings.connect_max_depth)
         self.metrics = CollectorRegistry()
         self.metrics.register(_StateCollector(self))
         self.started_at = time.time()
