@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 from adapter.discovery import MCPServerAdapter
 from gateway.catalog import GatewayCatalog
 from gateway.connect_api import ConnectApi
+from gateway.mcp_edge import SessionLimits
 from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
 from gateway.rendering import Renderer
@@ -188,7 +189,7 @@ class Gateway:
             self.cluster_source, self.store, namespace=settings.namespace, interval=settings.discovery_interval,
             backend_tools=McpBackendTools(self.mcp_pool, timeout=settings.upstream_timeout),
         )
-        self.http = UpstreamHttp()
+        self.http = UpstreamHttp(max_body=settings.upstream_max_response_bytes)
         self.catalog = GatewayCatalog(
             self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
             timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
@@ -197,7 +198,11 @@ class Gateway:
         self.health = HealthChecker(
             self.store, self.clusters, settings.balancing.health_check_for, HttpProbe(self.http)
         )
-        self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=self.catalog.longest_timeout + 5))
+        self.endpoints = McpEndpoints(self.catalog, McpServeOptions(
+            tool_call_timeout=self.catalog.longest_timeout + 5,
+            session_idle_timeout=settings.sessions.idle_timeout,
+            sessions=SessionLimits(settings.sessions.max_total, settings.sessions.max_per_client),
+        ))
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
                                       token=settings.connect_token, default_ttl=settings.connect_ttl,
                                       max_body=settings.connect_max_body, max_depth=settings.connect_max_depth)

@@ -313,13 +313,18 @@ class GatewayCatalog:
         started = time.perf_counter()
         ok = False
         timed_out = False
+        abandoned = True  # until the backend answered or failed: a cancelled call says nothing about it
         try:
             status, headers, body = await self._http.request(
                 request.method, request.url, headers=request.headers, body=request.body, timeout=budget
             )
             ok = status < 500
+            abandoned = False
         except UpstreamHttpError as exc:
             timed_out = exc.timed_out
+            abandoned = exc.not_sent
+            if exc.not_sent:
+                raise InvocationError(f"tool {tool.name}: {exc}; check the arguments") from exc
             if exc.timed_out:
                 message = f"tool {tool.name}: backend {where} did not answer within {shown:g} s"
             else:
@@ -327,7 +332,11 @@ class GatewayCatalog:
             raise UpstreamError(message, connect_failed=exc.connect_failed) from exc
         finally:
             if runtime is not None and instance is not None:
-                runtime.record_finish(instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out)
+                latency = time.perf_counter() - started
+                if abandoned:
+                    runtime.record_abandoned(instance.id, latency=latency)
+                else:
+                    runtime.record_finish(instance.id, ok=ok, latency=latency, timed_out=timed_out)
         return status, headers, body
 
     async def _call_mcp(self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None,
@@ -345,6 +354,7 @@ class GatewayCatalog:
             started = time.perf_counter()
             ok = False
             timed_out = False
+            abandoned = False
             try:
                 # The pool bounds the call too; this bound holds even while it opens a session.
                 async with asyncio.timeout(budget):
@@ -353,6 +363,9 @@ class GatewayCatalog:
                     )
                 ok = True
                 return result
+            except asyncio.CancelledError:
+                abandoned = True  # the gateway gave the call up (a drain): the backend did nothing wrong
+                raise
             except (TimeoutError, UpstreamTimeout) as exc:
                 timed_out = True
                 raise UpstreamError(
@@ -367,9 +380,11 @@ class GatewayCatalog:
                 raise
             finally:
                 if runtime is not None:
-                    runtime.record_finish(
-                        instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out
-                    )
+                    latency = time.perf_counter() - started
+                    if abandoned:
+                        runtime.record_abandoned(instance.id, latency=latency)
+                    else:
+                        runtime.record_finish(instance.id, ok=ok, latency=latency, timed_out=timed_out)
 
         return await self._with_retries(server, tool, session_id, attempt)
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -55,20 +55,29 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
-from mcp.server.streamable_http_manager import (
-    DEFAULT_MAX_SESSIONS,
-    DEFAULT_SESSION_IDLE_TIMEOUT,
-    StreamableHTTPSessionManager,
-)
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.mcp_edge import (
+    MAX_BODY,
+    SERVER_BUSY,
+    Envelope,
+    Reply,
+    SessionLimits,
+    SessionTable,
+    client_of,
+    envelope_problem,
+    parse_message,
+    read_body,
+    replay,
+)
 from registry.errors import InvocationError
 
 log = structlog.get_logger("mcpgw.mcp")
@@ -119,8 +128,10 @@ class McpServeOptions:
     prefix: str = "/mcp"
     json_response: bool = True
     """Answer POSTs with JSON instead of an SSE stream (about twice as fast in this SDK)."""
-    session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT
-    max_sessions_per_endpoint: int | None = DEFAULT_MAX_SESSIONS
+    session_idle_timeout: float | None = 600.0
+    """Seconds without a request (or an open GET stream) after which a session is closed."""
+    sessions: SessionLimits = field(default_factory=SessionLimits)
+    """Open sessions, over every endpoint: in total and per client address (``gateway.mcp_edge``)."""
     security: TransportSecuritySettings | None = None
     """Host/Origin checks against DNS rebinding; ``None`` accepts any host, as a network gateway must."""
     tool_call_timeout: float = 120.0
@@ -130,12 +141,29 @@ class McpServeOptions:
     server_version: str = "0.1.0"
 
 
+class _SessionManager(StreamableHTTPSessionManager):
+    """The SDK's manager, telling the gateway's session table when a session ends, and able to end one."""
+
+    def __init__(self, *args: Any, on_discard: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_discard = on_discard
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        self._on_discard(session_id)
+        await super()._discard_session(session_id, transport)
+
+    async def close_session(self, session_id: str) -> None:
+        transport = self._server_instances.get(session_id)
+        if transport is not None:
+            await self._discard_session(session_id, transport)
+
+
 @dataclass(eq=False)
 class _Endpoint:
     """One served endpoint: its SDK server, session manager and live sessions."""
 
     name: str
-    manager: StreamableHTTPSessionManager
+    manager: _SessionManager
     bus: InMemorySubscriptionBus
     listen: ListenHandler
     connections: set[Connection] = field(default_factory=set)
@@ -210,6 +238,20 @@ class _Front:
             await self._app(scope, receive, send)
 
 
+def _header(scope_or_message: Scope | Message, name: bytes) -> str | None:
+    for key, value in scope_or_message.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _quietly(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("mcp.session.close_failed")
+
+
 async def _send_json_error(send: Send, status: int, code: int, message: str) -> None:
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
     await send(
@@ -237,6 +279,9 @@ class McpEndpoints:
         self._endpoints: dict[str, _Endpoint] = {}
         self._task_group: asyncio.TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.sessions = SessionTable(self._options.sessions, self._spawn)
+        self.draining = False
+        """Set when the gateway drains (SIGTERM): new sessions are refused with 503."""
 
     def routes(self) -> list[Route]:
         """Starlette routes for the aggregate and the per-server endpoints (all methods)."""
@@ -303,12 +348,77 @@ class McpEndpoints:
             await _send_json_error(
                 send,
                 503,
-                types.INTERNAL_ERROR,
+                SERVER_BUSY,
                 f"The MCP endpoint {self.path_of(endpoint)} is not running (the gateway is starting or "
                 "stopping); retry in a moment.",
             )
             return
-        await served.manager.handle_request(scope, receive, send)
+        await self._through_the_edge(served, scope, receive, send)
+
+    async def _through_the_edge(self, served: _Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request (``gateway.mcp_edge``), then let the SDK's manager serve it."""
+        session_id = _header(scope, b"mcp-session-id")
+        envelope = Envelope(None, None)
+        if scope["method"] == "POST":
+            body = await read_body(receive, MAX_BODY)
+            if body is None:
+                await Reply(413, types.INVALID_REQUEST, f"Request body too large: an MCP message is at most "
+                            f"{MAX_BODY} bytes").send(send)
+                return
+            parsed = parse_message(body)
+            checked = parsed if isinstance(parsed, Reply) else envelope_problem(parsed)
+            if isinstance(checked, Reply):
+                await checked.send(send)
+                return
+            envelope = checked
+            receive = replay(body, receive)
+        if session_id is None:
+            if envelope.method == "initialize":
+                await self._open_session(served, scope, receive, send)
+            else:
+                await served.manager.handle_request(scope, receive, send)
+            return
+        refusal = self.sessions.begin(session_id, envelope.request_id)
+        if refusal is not None:
+            await refusal.send(send)
+            return
+        try:
+            await served.manager.handle_request(scope, receive, send)
+        finally:
+            self.sessions.end(session_id, envelope.request_id)
+
+    async def _open_session(self, served: _Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining:
+            await Reply(503, SERVER_BUSY, "The gateway is shutting down and opens no new sessions; connect "
+                        "to another instance", headers=((b"connection", b"close"),)).send(send)
+            return
+        client = client_of(scope)
+        refusal = self.sessions.admit(client)
+        if refusal is not None:
+            log.warning("mcp.session.refused", client=client, endpoint=self.path_of(served.name),
+                        status=refusal.status)
+            await refusal.send(send)
+            return
+        opened: list[str] = []
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                found = _header(message, b"mcp-session-id")
+                if found is not None:
+                    opened.append(found)
+            await send(message)
+
+        manager = served.manager
+        try:
+            await manager.handle_request(scope, receive, watch)
+        finally:
+            session_id = opened[0] if opened else None
+            self.sessions.opened(client, session_id, served.name, lambda: manager.close_session(session_id or ""))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task_group = self._task_group
+        if task_group is not None:
+            task_group.create_task(_quietly(work))
 
     def _endpoint_for(self, path: str) -> str | None:
         if path in (self._prefix, self._prefix + "/"):
@@ -394,12 +504,13 @@ class McpEndpoints:
             on_subscriptions_listen=listen,
             get_tool_input_schema=input_schema,
         )
-        manager = StreamableHTTPSessionManager(
+        manager = _SessionManager(
             app=server,
             json_response=options.json_response,
             security_settings=options.security,
             session_idle_timeout=options.session_idle_timeout,
-            max_sessions=options.max_sessions_per_endpoint,
+            max_sessions=None,  # bounded over all endpoints and per client by the session table
+            on_discard=self.sessions.closed,
         )
         served = _Endpoint(name=name, manager=manager, bus=bus, listen=listen)
 
