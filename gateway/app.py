@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import structlog
+import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.applications import Starlette
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp
 from adapter.discovery import MCPServerAdapter
 from gateway.catalog import GatewayCatalog
 from gateway.connect_api import ConnectApi
+from gateway.http_protocol import HttpLimits, limited_protocol
 from gateway.mcp_edge import SessionLimits
 from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
@@ -248,6 +250,16 @@ class Gateway:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
+
+    def uvicorn_config(self, **options: Any) -> uvicorn.Config:
+        """How uvicorn serves this gateway: its app, its lifespan, and the HTTP limits of the ``http`` settings."""
+        limits = self.settings.http
+        return uvicorn.Config(
+            self.asgi(), lifespan="on",
+            http=limited_protocol(HttpLimits(limits.max_header_bytes, limits.max_headers, limits.header_timeout,
+                                             limits.keep_alive_timeout)),
+            **options,
+        )
 
     def asgi(self) -> ASGIApp:
         @contextlib.asynccontextmanager

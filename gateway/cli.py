@@ -89,8 +89,8 @@ async def _serve(settings: Any) -> None:
         _check_port_free("127.0.0.1", 18081)
         servers.append(uvicorn.Server(uvicorn.Config(create_demo_backend(), host="127.0.0.1", port=18081,
                                                      log_level="warning", lifespan="off")))
-    config = uvicorn.Config(gateway.asgi(), host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=5)
+    config = gateway.uvicorn_config(host=settings.host, port=settings.port, log_level="warning",
+                                    timeout_graceful_shutdown=5)
     main = uvicorn.Server(config)
     servers.append(main)
     log = structlog.get_logger("mcpgw")
