@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from gateway.app import Gateway
 from gateway.http_protocol import HttpLimits, LimitedHttpToolsProtocol, limited_protocol
-from gateway.settings import Settings
+from gateway.settings import HttpSettings, Settings
 from tests.gateway import listening_socket
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n"
@@ -125,8 +125,8 @@ async def test_requests_within_the_limits_share_a_kept_alive_connection() -> Non
 
 
 def test_the_gateway_serves_with_the_limits_of_its_http_settings() -> None:
-    gateway = Gateway(Settings(http={"max_header_bytes": 4096, "max_headers": 7, "header_timeout": 3,
-                                     "keep_alive_timeout": 4}))
+    gateway = Gateway(Settings(http=HttpSettings(max_header_bytes=4096, max_headers=7, header_timeout=3,
+                                                 keep_alive_timeout=4)))
     config = gateway.uvicorn_config(host="127.0.0.1", port=0)
     protocol = config.http
     assert isinstance(protocol, type) and issubclass(protocol, LimitedHttpToolsProtocol)
