@@ -208,6 +208,7 @@ class Gateway:
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
                                       token=settings.connect_token, default_ttl=settings.connect_ttl,
                                       max_body=settings.connect_max_body, max_depth=settings.connect_max_depth)
+        self.draining = False
         self.metrics = CollectorRegistry()
         self.metrics.register(_StateCollector(self))
         self.started_at = time.time()
@@ -238,10 +239,20 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def drain(self, grace: float | None = None) -> None:
+        """The graceful half of a shutdown: not ready at once, no new sessions, calls in flight get ``grace`` seconds.
+
+        ``grace`` defaults to the ``drain_timeout`` setting; calls still running
+        after it are answered with an error (not counted against their backends).
+        """
+        self.draining = True
+        await self.endpoints.drain(self.settings.drain_timeout if grace is None else grace)
+
     async def readyz(self, request: Request) -> Response:
-        ready = self.adapter.ready.is_set()
+        ready = self.adapter.ready.is_set() and not self.draining
         return JSONResponse(
-            {"ready": ready, "state_version": self.store.current.version}, status_code=200 if ready else 503
+            {"ready": ready, "draining": self.draining, "state_version": self.store.current.version},
+            status_code=200 if ready else 503,
         )
 
     async def admin_state(self, request: Request) -> Response:

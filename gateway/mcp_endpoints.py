@@ -82,6 +82,9 @@ from registry.errors import InvocationError
 
 log = structlog.get_logger("mcpgw.mcp")
 
+_ANSWER_STOPPED_CALLS_WITHIN = 5.0
+"""Seconds a drain waits, once it stopped the calls still running, for their answers to be written."""
+
 AGGREGATE_ENDPOINT = ""
 """The endpoint name of the aggregate ``/mcp`` endpoint."""
 
@@ -282,6 +285,11 @@ class McpEndpoints:
         self.sessions = SessionTable(self._options.sessions, self._spawn)
         self.draining = False
         """Set when the gateway drains (SIGTERM): new sessions are refused with 503."""
+        self._drain_expired = False
+        self._call_bounds: set[asyncio.Timeout] = set()
+        self._posts = 0
+        self._posts_idle = asyncio.Event()
+        self._posts_idle.set()
 
     def routes(self) -> list[Route]:
         """Starlette routes for the aggregate and the per-server endpoints (all methods)."""
@@ -358,20 +366,37 @@ class McpEndpoints:
     async def _through_the_edge(self, served: _Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request (``gateway.mcp_edge``), then let the SDK's manager serve it."""
         session_id = _header(scope, b"mcp-session-id")
-        envelope = Envelope(None, None)
         if scope["method"] == "POST":
-            body = await read_body(receive, MAX_BODY)
-            if body is None:
-                await Reply(413, types.INVALID_REQUEST, f"Request body too large: an MCP message is at most "
-                            f"{MAX_BODY} bytes").send(send)
-                return
-            parsed = parse_message(body)
-            checked = parsed if isinstance(parsed, Reply) else envelope_problem(parsed)
-            if isinstance(checked, Reply):
-                await checked.send(send)
-                return
-            envelope = checked
-            receive = replay(body, receive)
+            self._posts += 1
+            self._posts_idle.clear()
+            try:
+                await self._post_through_the_edge(served, session_id, scope, receive, send)
+            finally:
+                self._posts -= 1
+                if self._posts == 0:
+                    self._posts_idle.set()
+            return
+        await self._to_the_manager(served, session_id, Envelope(None, None), scope, receive, send)
+
+    async def _post_through_the_edge(
+        self, served: _Endpoint, session_id: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        body = await read_body(receive, MAX_BODY)
+        if body is None:
+            await Reply(413, types.INVALID_REQUEST, f"Request body too large: an MCP message is at most "
+                        f"{MAX_BODY} bytes").send(send)
+            return
+        parsed = parse_message(body)
+        checked = parsed if isinstance(parsed, Reply) else envelope_problem(parsed)
+        if isinstance(checked, Reply):
+            await checked.send(send)
+            return
+        await self._to_the_manager(served, session_id, checked, scope, replay(body, receive), send)
+
+    async def _to_the_manager(
+        self, served: _Endpoint, session_id: str | None, envelope: Envelope, scope: Scope, receive: Receive,
+        send: Send,
+    ) -> None:
         if session_id is None:
             if envelope.method == "initialize":
                 await self._open_session(served, scope, receive, send)
@@ -415,6 +440,32 @@ class McpEndpoints:
             session_id = opened[0] if opened else None
             self.sessions.opened(client, session_id, served.name, lambda: manager.close_session(session_id or ""))
 
+    async def drain(self, grace: float) -> None:
+        """Refuse new sessions, give the requests in flight ``grace`` seconds, then end the calls still running.
+
+        A tool call ended here is answered with an error result saying the
+        gateway is shutting down (its backend is not blamed); then every
+        endpoint stops, closing its sessions and their GET streams.
+        """
+        self.draining = True
+        log.info("mcp.drain.started", posts_in_flight=self._posts, calls_in_flight=len(self._call_bounds),
+                 grace_s=grace)
+        try:
+            async with asyncio.timeout(grace):
+                await self._posts_idle.wait()
+        except TimeoutError:
+            self._drain_expired = True
+            log.warning("mcp.drain.expired", calls_stopped=len(self._call_bounds), grace_s=grace)
+            now = asyncio.get_running_loop().time()
+            for bound in list(self._call_bounds):
+                bound.reschedule(now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_ANSWER_STOPPED_CALLS_WITHIN):
+                    await self._posts_idle.wait()
+        for served in list(self._endpoints.values()):
+            self._stop(served)
+        log.info("mcp.drain.done")
+
     def _spawn(self, work: Awaitable[None]) -> None:
         task_group = self._task_group
         if task_group is not None:
@@ -448,6 +499,7 @@ class McpEndpoints:
         catalog = self._catalog
         path = self.path_of(name)
         options = self._options
+        bounds = self._call_bounds
 
         def gone() -> MCPError:
             return MCPError(
@@ -470,13 +522,22 @@ class McpEndpoints:
                 raise gone()
             tool = params.name
             try:
-                async with asyncio.timeout(options.tool_call_timeout):
-                    return await catalog.call_tool(name, tool, params.arguments, session_id=_session_id_of(ctx))
+                async with asyncio.timeout(options.tool_call_timeout) as bound:
+                    bounds.add(bound)
+                    try:
+                        return await catalog.call_tool(name, tool, params.arguments, session_id=_session_id_of(ctx))
+                    finally:
+                        bounds.discard(bound)
             except UnknownToolError as exc:
                 raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
             except InvocationError as exc:
                 return _error_result(str(exc))
             except TimeoutError:
+                if self._drain_expired:
+                    return _error_result(
+                        f"The gateway is shutting down and stopped tool {tool!r} on {path} after its drain time; "
+                        "the backend may or may not have completed it. Retry on another gateway instance."
+                    )
                 log.warning("mcp.call.timeout", endpoint=path, tool=tool, seconds=options.tool_call_timeout)
                 return _error_result(
                     f"Tool {tool!r} on {path} did not answer within {options.tool_call_timeout:g} s and the "
