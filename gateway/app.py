@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 
 from adapter.discovery import MCPServerAdapter
 from gateway.catalog import GatewayCatalog
+from gateway.circuit import CircuitBreakers
 from gateway.connect_api import ConnectApi
 from gateway.http_protocol import HttpLimits, limited_protocol
 from gateway.mcp_edge import SessionLimits
@@ -196,6 +197,9 @@ class Gateway:
             self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
             timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
             renderer=Renderer(settings.templates.limits()),
+            circuits=CircuitBreakers(
+                lambda name: settings.balancing.circuit_for(self.store.current.clusters.get(name))
+            ),
         )
         self.health = HealthChecker(
             self.store, self.clusters, settings.balancing.health_check_for, HttpProbe(self.http)

@@ -36,6 +36,7 @@ import structlog
 
 from converter.arguments import InvalidArguments
 from converter.rest import RestBinding, RestResult
+from gateway.circuit import CircuitBreakers, CircuitLimits
 from gateway.mcp_endpoints import InvalidArgumentsError, UnknownToolError
 from gateway.mcp_upstream import (
     McpUpstreamPool,
@@ -128,6 +129,7 @@ class GatewayCatalog:
         mcp_pool: McpUpstreamPool,
         timeouts: TimeoutPolicy | None = None,
         renderer: Renderer | None = None,
+        circuits: CircuitBreakers | None = None,
     ) -> None:
         self._store = store
         self._clusters = clusters
@@ -135,6 +137,7 @@ class GatewayCatalog:
         self._mcp = mcp_pool
         self._timeouts = timeouts or TimeoutPolicy()
         self.renderer = renderer or Renderer()
+        self.circuits = circuits or CircuitBreakers(lambda _cluster: CircuitLimits())
         self._listing_cache: dict[str, tuple[object, list[types.Tool]]] = {}
         self._evictions: set[asyncio.Task[None]] = set()
         self._unsubscribe_departures = clusters.on_departure(self._on_departure)
@@ -256,7 +259,10 @@ class GatewayCatalog:
             else:
                 budget, shown = remaining, limits.timeout
             try:
-                return await attempt(instance, runtime, budget, shown)
+                if tool.cluster is None:
+                    return await attempt(instance, runtime, budget, shown)
+                async with self.circuits.slot(tool.cluster, budget):
+                    return await attempt(instance, runtime, budget, shown)
             except (UpstreamError, _FailedAnswer) as exc:
                 failure = exc
             if instance is not None:
@@ -325,7 +331,9 @@ class GatewayCatalog:
             abandoned = exc.not_sent
             if exc.not_sent:
                 raise InvocationError(f"tool {tool.name}: {exc}; check the arguments") from exc
-            if exc.timed_out:
+            if exc.too_large:
+                message = f"tool {tool.name}: backend {where} answered too much: {exc}"
+            elif exc.timed_out:
                 message = f"tool {tool.name}: backend {where} did not answer within {shown:g} s"
             else:
                 message = f"tool {tool.name}: cannot reach backend {where}: {exc}"

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from converter.template import RenderLimits
+from gateway.circuit import CircuitLimits
 from registry.balancing import (
     DEFAULT_STRATEGY,
     BalancingPolicy,
@@ -98,6 +99,16 @@ class HealthCheckSettings(_Section):
         return self
 
 
+class CircuitBreakerSettings(_Section):
+    """Envoy's circuit breaker for a cluster (``gateway.circuit``): attempts in flight, and waiting for a slot."""
+
+    max_requests: int = Field(default=1024, ge=1)
+    max_pending: int = Field(default=1024, ge=0)
+
+    def limits(self) -> CircuitLimits:
+        return CircuitLimits(self.max_requests, self.max_pending)
+
+
 class ToolSettings(_Section):
     """Limits of one tool's calls (``timeout`` covers every attempt, ``try_timeout`` one)."""
 
@@ -114,6 +125,8 @@ class ServiceSettings(ToolSettings):
     strategy: str | None = None
     health_check: HealthCheckSettings | None = None
     """Present: checks run for this service unless it says ``enabled: false``."""
+    circuit_breaker: CircuitBreakerSettings | None = None
+    """Replaces ``balancing.circuit_breaker`` for this service's clusters."""
 
     @field_validator("strategy")
     @classmethod
@@ -133,6 +146,8 @@ class BalancingSettings(_Section):
     retry_budget: RetryBudgetSettings = Field(default_factory=RetryBudgetSettings)
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     """The default for every cluster; off unless ``enabled: true``."""
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    """The default limits of every cluster's circuit breaker."""
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
     tools: dict[str, ToolSettings] = Field(default_factory=dict)
     """Keyed ``server/tool``: the server's name (or id) and the tool's name in its spec."""
@@ -173,6 +188,13 @@ class BalancingSettings(_Section):
             services={name: s.limits() for name, s in self.services.items()},
             tools={key: t.limits() for key, t in self.tools.items()},
         )
+
+    def circuit_for(self, cluster: Cluster | None) -> CircuitLimits:
+        """The circuit breaker limits of ``cluster``: its service's, else the default."""
+        service = lookup_cluster(self.services, cluster)
+        if service is not None and service.circuit_breaker is not None:
+            return service.circuit_breaker.limits()
+        return self.circuit_breaker.limits()
 
     def health_check_for(self, cluster: Cluster) -> HealthCheckPolicy | None:
         """The active health check of ``cluster``, or ``None`` when it is not checked."""

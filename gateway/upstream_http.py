@@ -41,6 +41,7 @@ class UpstreamHttpError(InvocationError):
         self.connect_failed = connect_failed
         self.timed_out = timed_out
         self.not_sent = not_sent
+        self.too_large = "(upstream_max_response_bytes)" in message
         """The request could not be written (a control character in its URL or a header): not the backend's fault."""
 
 
