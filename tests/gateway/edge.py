@@ -51,7 +51,8 @@ class Backend:
                 finally:
                     self.waiting -= 1
             if request.url.path == "/big":
-                return Response(b"x" * int(request.query_params.get("n", "0")), media_type="text/plain")
+                size = request.query_params.get("n", "0")
+                return Response(b"x" * min(int(size) if size.isdigit() else 0, 1 << 20), media_type="text/plain")
             return JSONResponse({"path": request.url.path, "query": dict(request.query_params)})
 
         return Starlette(routes=[Route("/{path:path}", handle, methods=["GET", "POST"])])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
+import httpx
 import pytest
 
 from converter.template import RenderLimits, parse
 from gateway.rendering import Renderer, larger_than
 from registry.errors import TemplateError
+from tests.gateway.edge import edge_gateway, result_text
 
 
 async def test_a_render_that_outgrows_its_inline_allowance_runs_while_the_event_loop_keeps_serving() -> None:
@@ -67,3 +70,21 @@ def test_larger_than_stops_counting_at_the_limit() -> None:
     assert not larger_than({"a": "x" * 10, "b": [1, 2]}, 100)
     assert larger_than({"a": "x" * 200}, 100)
     assert larger_than([[1] * 60, [2] * 60], 100)
+
+
+async def test_a_tool_looping_twenty_million_times_answers_a_tool_error_and_the_gateway_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    async with edge_gateway(tmp_path) as edge, edge.wire() as session, httpx.AsyncClient(
+        base_url=edge.url, trust_env=False
+    ) as http:
+        assert (await session.initialize()).status_code == 200
+        call = asyncio.create_task(session.call("loop", {"n": 20_000_000}))
+        assert (await http.get("/healthz")).status_code == 200
+        async with asyncio.timeout(10):
+            answer = await call
+        assert answer.json()["result"]["isError"] is True
+        assert "more than 1000000 steps (templates.max_steps)" in result_text(answer)
+        assert edge.gateway.catalog.renderer.offloaded == 1
+        small = await session.call("loop", {"n": 3})
+        assert result_text(small) == "xxx"
