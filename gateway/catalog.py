@@ -261,8 +261,11 @@ class GatewayCatalog:
             try:
                 if tool.cluster is None:
                     return await attempt(instance, runtime, budget, shown)
-                async with self.circuits.slot(tool.cluster, budget):
+                await self.circuits.acquire(tool.cluster, budget)
+                try:
                     return await attempt(instance, runtime, budget, shown)
+                finally:
+                    self.circuits.release(tool.cluster)
             except (UpstreamError, _FailedAnswer) as exc:
                 failure = exc
             if instance is not None:

@@ -56,13 +56,25 @@ class CircuitBreakers:
     @contextlib.asynccontextmanager
     async def slot(self, cluster: str, wait: float) -> AsyncIterator[None]:
         """Hold one of the cluster's request slots; wait at most ``wait`` seconds for one, or raise ``CircuitOpen``."""
-        circuit = self._circuits.get(cluster)
-        if circuit is None:
-            circuit = self._circuits[cluster] = _Circuit(self._limits_for(cluster))
-        await self._acquire(cluster, circuit, wait)
+        await self.acquire(cluster, wait)
         try:
             yield
         finally:
+            self.release(cluster)
+
+    async def acquire(self, cluster: str, wait: float) -> None:
+        """Take a slot (``slot`` without the context manager, for the hot path); pair with ``release``."""
+        circuit = self._circuits.get(cluster)
+        if circuit is None:
+            circuit = self._circuits[cluster] = _Circuit(self._limits_for(cluster))
+        if circuit.active < circuit.limits.max_requests and not circuit.waiters:
+            circuit.active += 1
+            return
+        await self._acquire(cluster, circuit, wait)
+
+    def release(self, cluster: str) -> None:
+        circuit = self._circuits.get(cluster)
+        if circuit is not None:
             self._release(cluster, circuit)
 
     async def _acquire(self, cluster: str, circuit: _Circuit, wait: float) -> None:
