@@ -572,7 +572,7 @@ async def test_restarted_nacos_keeps_the_last_good_state_serving_and_converges_a
                     after = await session.call_tool("alerts", {"q": "after"})
                 if after.is_error is not True:
                     break
-                await served.until(lambda state: state.version != seen)
+                await served.until(lambda state, seen=seen: state.version != seen)
 
     assert during.is_error is not True and json.loads(text(during))["query"] == {"q": "while down"}
     assert state_before.statuses[server_id].applied_version == "1.0.0"
