@@ -207,6 +207,8 @@ def read_search_page(
 
 
 def _hit(api: ListingApi, raw: object, namespace: str, where: str) -> SearchHit | ListingProblem:
+    if not isinstance(raw, dict):
+        return ListingProblem(where, "$", f"expected a JSON object, got {_json_type(raw)}; the item is ignored")
     try:
         if api.mode == "config-search":
             v3 = _V3Item.model_validate(raw)

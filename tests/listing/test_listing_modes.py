@@ -24,10 +24,13 @@ from structlog.testing import capture_logs
 
 from adapter.publish import Publisher
 from adapter.publish_targets import nacos_target
+from gateway.app import Gateway
+from gateway.settings import Settings
 from registry.errors import SourceNotFound
 from remote.base import ConfigKey, McpServerInfo, ServiceKey, versions_key
 from remote.nacos import NacosSource
 from remote.nacos_listing import CONFIG_SEARCH, CONFIG_SEARCH_V1, MAX_VERSIONS_BYTES, MCP_ADMIN, ListingApi
+from tests.gateway import listening_socket, serving
 from tests.gateway.test_nacos_serve import Publishing, rest_tools
 from tests.listing.conftest import ListingTarget
 from tests.support.builders import versions_doc
@@ -391,3 +394,18 @@ async def test_the_v1_config_search_is_gone_on_a_default_nacos_3_1(nacos: NacosT
             await source.list_mcp_servers()
     assert answer.status_code == 410
     assert "nacos.core.api.compatibility.console.enabled=true" in answer.json()["message"]
+
+
+async def test_the_gateway_shows_the_listing_mode_it_chose_on_admin_state(
+    listing_nacos: ListingTarget, tmp_path: Path
+) -> None:
+    nacos = listing_nacos.nacos
+    gateway = Gateway(Settings(nacos=nacos.server_addr, username=nacos.username, password=nacos.password,
+                               state_dir=tmp_path / "gateway"))
+    async with serving(gateway.asgi(), listening_socket()) as url, httpx.AsyncClient(base_url=url) as http:
+        async with asyncio.timeout(BOUND):
+            await gateway.adapter.ready.wait()
+        state = (await http.get("/admin/state")).json()
+
+    assert state["listing"]["mode"] == listing_nacos.mode
+    assert state["listing"]["server"] == f"http://{nacos.server_addr}"

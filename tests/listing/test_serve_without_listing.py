@@ -39,6 +39,7 @@ from tests.gateway.test_nacos_serve import (
     unique,
 )
 from tests.listing.conftest import require_config_propagation
+from tests.listing.test_listing_modes import started
 from tests.support.nacos_target import NacosTarget
 
 
@@ -149,3 +150,25 @@ async def test_a_hostile_versions_file_does_not_keep_other_servers_from_being_se
     # Listed by its dataId, so its listener says what is wrong, where.
     assert state["servers"][hostile_id]["phase"] == "error"
     assert state["servers"][hostile_id]["last_error"]["path"] == "$"
+
+
+async def test_publish_through_the_admin_api_is_refused_before_any_write_saying_to_use_raw(
+    nacos_without_listing: NacosTarget, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name, service = unique("weather"), ServiceKey("public", "DEFAULT_GROUP", unique("weather-api"))
+    published = tmp_path / f"{name}.json"
+    published.write_text(document(name, "1.0.0", service, rest_tools("forecast")).model_dump_json(exclude_none=True))
+    admin = [a for a in publish_command(nacos_without_listing, str(published)) if a != "--raw"]
+
+    assert await asyncio.to_thread(main, admin) == 1
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"mcpgw: error: Nacos at http://{nacos_without_listing.server_addr} has no MCP admin API "
+        "(/nacos/v3/admin/ai/mcp answers 404: a Nacos 2.x, or a Nacos 3 with its AI module off): publish with "
+        "--raw, which writes the three configs directly; mcpgw serve finds such servers by searching the versions "
+        "files"
+    ]
+    async with started(nacos_without_listing, tmp_path) as source:
+        assert name not in {s.name for s in await source.list_mcp_servers()}
