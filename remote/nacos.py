@@ -68,6 +68,7 @@ resync.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -338,7 +339,8 @@ restarting Nacos accepts connections while it is still starting, and what it is 
 
 
 class NacosSource:
-    """``RemoteClient`` over a Nacos 2.x/3.x server (3.0.1+ for the MCP listing)."""
+    """``RemoteClient`` over a Nacos 2.x/3.x server: Nacos' MCP listing on 3.0.1+, a search of the versions
+    files where there is none."""
 
     def __init__(
         self,
@@ -796,7 +798,7 @@ class NacosSource:
                     api = await self._probe_listing()
                     if api.mode != "mcp-admin":
                         self._search = VersionsSearch(
-                            api, fetch=self._admin_get_any, page_size=self._list_page_size,
+                            api, fetch=functools.partial(self.admin_request, "GET"), page_size=self._list_page_size,
                             where=f"Nacos at {self._admin_base_url}",
                         )
                     self._listing = api
@@ -819,13 +821,10 @@ class NacosSource:
                      api=str(api), absent=absent)
             return api
         raise SourceNotFound(
-            f"Nacos at {self._admin_base_url} offers no way to list MCP servers: {'; '.join(absent)}. "
-            "Nacos 3.0.1 or later lists them (its AI module on); Nacos 2.x and 3.x search their versions files "
-            "(on Nacos 3.1 without the v3 config search, set nacos.core.api.compatibility.console.enabled=true)"
+            f"Nacos at {self._admin_base_url} offers no way to list MCP servers: {'; '.join(absent)}. mcpgw needs "
+            "Nacos' MCP listing (Nacos 3.0.1 or later, its AI module on) or a config search to find the versions "
+            "files (/nacos/v3/admin/cs/config/list on Nacos 3, /nacos/v1/cs/configs on Nacos 2.x)"
         )
-
-    async def _admin_get_any(self, path: str, params: dict[str, str], action: str) -> httpx.Response:
-        return await self.admin_request("GET", path, params, action)
 
     @property
     def admin_base_url(self) -> str:
@@ -885,7 +884,7 @@ class NacosSource:
         if response.status_code == 404:
             raise SourceNotFound(
                 f"Nacos at {self._admin_base_url} has no MCP registry API any more ({path} answered 404; it had one "
-                "when this source started): restart mcpgw so that it probes the listing again"
+                "when this source first listed): restart mcpgw so that it probes the listing again"
             )
         if response.status_code >= 400:
             raise SourceUnavailable(f"Nacos at {self._admin_base_url} failed to {action}: HTTP {response.status_code}")

@@ -216,6 +216,8 @@ def _hit(api: ListingApi, raw: object, namespace: str, where: str) -> SearchHit 
         else:
             v1 = _V1Item.model_validate(raw)
             item_namespace, group, data_id, md5, content = v1.tenant, v1.group, v1.dataId, v1.md5, v1.content
+            if content is None:  # the v1 search always gives the content; there is no v3 read on Nacos 2.x
+                return ListingProblem(where, "$.content", "missing; the item is ignored")
     except ValidationError as exc:
         first = exc.errors()[0]
         path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
@@ -406,7 +408,7 @@ class VersionsSearch:
         if response.status_code in (404, 410):
             raise SourceNotFound(
                 f"{self._where} answered HTTP {response.status_code} to GET {path}, the config search it offered "
-                "when this source started: restart mcpgw so that it probes the listing again"
+                "when this source first listed: restart mcpgw so that it probes the listing again"
             )
         if response.status_code >= 400:
             raise SourceUnavailable(

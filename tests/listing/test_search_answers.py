@@ -170,3 +170,11 @@ async def test_a_search_api_that_went_away_says_to_restart_so_that_the_listing_i
     search = VersionsSearch(CONFIG_SEARCH, fetch=fetch, page_size=10, where=WHERE)
     with pytest.raises(SourceNotFound, match="restart mcpgw so that it probes the listing again"):
         await search.list_servers("public")
+
+
+def test_a_v1_item_without_content_is_a_located_problem() -> None:
+    item = {"dataId": f"{GOOD}-mcp-versions.json", "group": "mcp-server-versions", "tenant": "public"}
+    body = json.dumps({"totalCount": 1, "pageNumber": 1, "pagesAvailable": 1, "pageItems": [item]}).encode()
+    _, hits, problems = read_search_page(CONFIG_SEARCH_V1, body, "public", 1, WHERE)
+    assert hits == []
+    assert [(p.where, p.path) for p in problems] == [("item 0 of page 1 of GET /nacos/v1/cs/configs", "$.content")]
