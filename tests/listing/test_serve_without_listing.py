@@ -112,8 +112,8 @@ async def test_a_server_published_with_publish_raw_is_served_and_its_tool_call_r
     assert listing["api"] == "GET /nacos/v3/admin/cs/config/list"
     assert listing["server"] == f"http://{nacos_without_listing.server_addr}"
     assert server_id not in served.gateway.adapter.listeners
-    # The command configures logging for the process, so the gateway's later log lines follow on stdout.
-    assert capsys.readouterr().out.splitlines()[0] == f"deleted {name} (1 version(s))"
+    # The command configures logging for the process, so the gateway's log lines share its stdout.
+    assert f"deleted {name} (1 version(s))" in capsys.readouterr().out.splitlines()
 
 
 async def test_a_hostile_versions_file_does_not_keep_other_servers_from_being_served(
