@@ -44,7 +44,7 @@ from registry.health import HealthChecker
 from registry.managers import ClusterManager
 from registry.server_register import ServerRegister
 from registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
-from remote.base import RemoteClient
+from remote.base import RemoteClient, ReportsListing
 from remote.overlay import RegisteringSource
 
 log = structlog.get_logger("mcpgw.gateway")
@@ -69,7 +69,12 @@ def make_source(settings: Settings) -> RemoteClient:
 
 
 def state_document(
-    state: GatewayState, clusters: ClusterManager, *, ready: bool, register: ServerRegister | None = None
+    state: GatewayState,
+    clusters: ClusterManager,
+    *,
+    ready: bool,
+    register: ServerRegister | None = None,
+    listing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The /admin/state answer: everything an operator needs, nothing secret."""
     servers = {sid: status.as_dict() for sid, status in sorted(state.statuses.items())}
@@ -108,6 +113,7 @@ def state_document(
         "conflicts": state.conflicts(),
         "summary": describe_state(state),
         **({"server_register": register.statistics()} if register is not None else {}),
+        **({"listing": listing} if listing is not None else {}),
     }
 
 
@@ -260,8 +266,9 @@ class Gateway:
         )
 
     async def admin_state(self, request: Request) -> Response:
+        listing = self.source.listing_status() if isinstance(self.source, ReportsListing) else None
         return JSONResponse(state_document(self.store.current, self.clusters, ready=self.adapter.ready.is_set(),
-                                           register=self.servers))
+                                           register=self.servers, listing=listing))
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
