@@ -15,25 +15,11 @@ else runs.
 ``nacos_without_listing`` runs a test against that server and against the
 double with the same modules switched the same way; ``listing_nacos`` runs it
 against all four: {with, without} the MCP listing × {double, real}.
-
-A known defect of the server ``deploy/nacos/run.sh`` starts with
-``NACOS_AI_ENABLED=false``: its console context fails to start (Nacos'
-console decides "AI enabled" by ``nacos.functionMode``, not by
-``nacos.extension.ai.enabled``, so it builds ``A2aInnerHandler``, whose
-``A2aServerOperationService`` only the AI module provides), and Nacos'
-start-up failure handler then destroys ``NotifyCenter``: configs reach the
-database (the HTTP admin API, the search) but never the config cache, so gRPC
-reads answer "not found" and no change is ever pushed.  Tests that need
-configs to propagate call ``require_config_propagation``, which skips them on
-such a server, saying so; the HTTP listing tests still run there.  (With the
-launcher not starting the console when the AI module is off, the whole
-directory passes against a real server.)
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -64,9 +50,6 @@ def real_nacos_without_listing(tmp_path_factory: pytest.TempPathFactory) -> Iter
         process.start()
     except NacosUnavailable as exc:
         pytest.skip(f"the real Nacos without its MCP listing cannot run here: {exc}")
-    failed = _start_failure(process)
-    if failed is not None:
-        _half_started[process.server_addr] = failed
     try:
         yield NacosTarget("real", process.server_addr, process.username, process.password, process=process)
     finally:
@@ -97,41 +80,6 @@ def nacos_without_listing(request: pytest.FixtureRequest) -> NacosTarget:
     if target.process is not None and not target.process.running:
         target.process.start()  # a test that stopped it and failed before starting it again
     return target
-
-
-_STARTED = "mcpgw-nacos: started"
-_FAILED_START = "Nacos failed to start"
-_START_FINISHED_BOUND = 60.0
-"""run.sh says ready once the HTTP API answers; the console context starts (or fails) after that."""
-_half_started: dict[str, str] = {}
-"""Server address -> the line saying its start-up failed, for servers of this session."""
-
-
-def _start_failure(process: RealNacos) -> str | None:
-    """Wait until the launcher has started every context or Nacos has said it failed; the failure line, if so."""
-    log = process.home / "stdout.log"
-    deadline = time.monotonic() + _START_FINISHED_BOUND
-    while time.monotonic() < deadline and process.running:
-        lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-        if any(_STARTED in line for line in lines):
-            return None
-        failed = next((line.strip() for line in lines if _FAILED_START in line), None)
-        if failed is not None:
-            return failed
-        time.sleep(0.2)  # a file written by another process: nothing to wait on but the clock
-    return None
-
-
-def require_config_propagation(target: NacosTarget) -> None:
-    """Skip, with the reason, on a real Nacos whose config changes never reach its cache (see the docstring)."""
-    failed = _half_started.get(target.server_addr)
-    if failed is not None:
-        pytest.skip(
-            f"the real Nacos at {target.server_addr} without its AI module half-started ({failed}): its console "
-            "context needs the AI module's A2aServerOperationService, and Nacos' failure handler destroyed "
-            "NotifyCenter, so configs never reach its cache (gRPC reads say not found, nothing is pushed). "
-            "deploy/nacos's launcher must not start the console when NACOS_AI_ENABLED=false"
-        )
 
 
 @dataclass(frozen=True)

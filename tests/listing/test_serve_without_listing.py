@@ -38,7 +38,6 @@ from tests.gateway.test_nacos_serve import (
     tool_names,
     unique,
 )
-from tests.listing.conftest import require_config_propagation
 from tests.listing.test_listing_modes import started
 from tests.support.nacos_target import NacosTarget
 
@@ -51,7 +50,6 @@ async def registrar(nacos_without_listing: NacosTarget, tmp_path: Path) -> Async
 
 @pytest.fixture
 async def served(nacos_without_listing: NacosTarget, tmp_path: Path) -> AsyncIterator[Served]:
-    require_config_propagation(nacos_without_listing)
     settings = Settings(
         nacos=nacos_without_listing.server_addr,
         username=nacos_without_listing.username,
