@@ -24,16 +24,19 @@ from pydantic import BaseModel, ValidationError
 from converter.arguments import ArgumentValidator
 from converter.models import ServerSpec, ToolDefinition, ToolsSpec, VersionsFile
 from converter.rest import compile_rest_binding
+from converter.servable import check_tool, shown_name
 from registry.errors import ConversionError
 from registry.models import BackendKind, Cluster, Instance, Route, ServerModels, Tool, sanitize_name
 from remote.base import (
     ConfigKey,
     ServiceInstance,
     ServiceKey,
+    instance_problem,
     server_spec_key,
     tools_spec_key,
     versions_key,
 )
+from remote.jsondoc import JsonDocumentError, check_value, load_json
 
 TEMPLATE_KIND = "json-go-template"
 REST_PROTOCOLS = frozenset({"http", "https"})
@@ -79,33 +82,45 @@ def _pydantic_path(loc: Iterable[int | str]) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
+Problems = list[ConversionError] | None
+"""Where ``ConfigConverter.check`` collects every problem; ``None`` (serving) stops at the first."""
+
+
 def _load_object(content: str, *, where: dict[str, str], what: str, advice: str) -> dict[str, Any]:
     try:
-        raw = json.loads(content)
-    except json.JSONDecodeError as exc:
-        raise ConversionError(
-            f"{what} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); {advice}", **where
-        ) from exc
+        raw = load_json(content)
+    except JsonDocumentError as exc:
+        said = f"{what} is {exc.reason}" if exc.reason.startswith("not valid JSON") else f"{what}: {exc.reason}"
+        raise ConversionError(f"{said}; {advice}", path=exc.path, **where) from exc
     if not isinstance(raw, dict):
         raise ConversionError(f"{what} must be a JSON object, got {type(raw).__name__}", **where)
     return raw
 
 
-def _parse(model: type[M], content: str, *, where: dict[str, str], what: str) -> M:
-    raw = _load_object(content, where=where, what=what, advice="fix the file and publish it again")
+def _validated(model: type[M], raw: Any, *, where: Mapping[str, str], what: str, problems: Problems = None) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        errors = exc.errors()
+        if problems is not None:
+            problems.extend(
+                ConversionError(f"{what}: {error['msg']}", path=_pydantic_path(error["loc"]), **where)
+                for error in errors[1:]
+            )
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 and problems is None else ""
         raise ConversionError(
-            f"{what}: {first['msg']}{more}", path=_pydantic_path(first["loc"]), **where
+            f"{what}: {errors[0]['msg']}{more}", path=_pydantic_path(errors[0]["loc"]), **where
         ) from exc
 
 
-def parse_versions(server_id: str, namespace: str, content: str) -> VersionsFile:
+def _parse(model: type[M], content: str, *, where: dict[str, str], what: str, problems: Problems = None) -> M:
+    raw = _load_object(content, where=where, what=what, advice="fix the file and publish it again")
+    return _validated(model, raw, where=where, what=what, problems=problems)
+
+
+def parse_versions(server_id: str, namespace: str, content: str, *, problems: Problems = None) -> VersionsFile:
     where = {"server_id": server_id, "file": versions_key(server_id, namespace).data_id}
-    versions = _parse(VersionsFile, content, where=where, what="versions file")
+    versions = _parse(VersionsFile, content, where=where, what="versions file", problems=problems)
     if versions.id != server_id:
         raise ConversionError(
             f"versions file says id {versions.id!r} but its dataId belongs to server {server_id!r}",
@@ -142,13 +157,15 @@ def select_version(versions: VersionsFile, namespace: str) -> str | None:
     return latest
 
 
-def parse_server_spec(server_id: str, version: str, namespace: str, content: str) -> ServerSpec:
+def parse_server_spec(
+    server_id: str, version: str, namespace: str, content: str, *, problems: Problems = None
+) -> ServerSpec:
     where = {
         "server_id": server_id,
         "version": version,
         "file": server_spec_key(server_id, version, namespace).data_id,
     }
-    spec = _parse(ServerSpec, content, where=where, what="server spec")
+    spec = _parse(ServerSpec, content, where=where, what="server spec", problems=problems)
     if spec.id != server_id:
         raise ConversionError(f"server spec says id {spec.id!r}", path="$.id", **where)
     if spec.versionDetail.version != version:
@@ -195,6 +212,49 @@ def _substitute(value: Any, resolved: Mapping[tuple[str, str], str]) -> Any:
     return value
 
 
+_REQUEST_SIDE = frozenset({("url",), ("body",), ("headers", "*", "value"), ("security", "credential")})
+"""Where under ``requestTemplate`` a credential reference may stand: what is sent to the backend, never shown."""
+
+
+def _reference_allowed(where: tuple[str | int, ...]) -> bool:
+    if len(where) == 3 and where[0] == "securitySchemes" and isinstance(where[1], int):
+        return where[2] == "defaultCredential"
+    if len(where) < 6 or where[0] != "toolsMeta" or where[2:5] != ("templates", TEMPLATE_KIND, "requestTemplate"):
+        return False
+    rest = tuple("*" if isinstance(part, int) else part for part in where[5:])
+    return rest in _REQUEST_SIDE
+
+
+def _check_reference_places(text: str, tools_raw: Mapping[str, Any], where: dict[str, str]) -> None:
+    """A credential reference outside the request-side fields would put the secret where clients see it.
+
+    A description, a schema or a response template is served or rendered
+    for the client, so a reference there is rejected (the reference, not the
+    secret, is named) instead of being resolved.
+    """
+    if "${nacos." not in text and "\\u" not in text:
+        return
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(tools_raw, ())]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, str):
+            if CREDENTIAL_REF.search(value) and not _reference_allowed(at):
+                path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at)
+                tool = str(at[1]) if len(at) > 1 and at[0] == "toolsMeta" else ""
+                raise ConversionError(
+                    "a credential reference (${nacos.…}) may only stand where the gateway sends it to the "
+                    "backend: requestTemplate url, headers[].value, body or security.credential, or a security "
+                    "scheme's defaultCredential; here it would be shown to clients, so remove it",
+                    path=path,
+                    tool=tool,
+                    **where,
+                )
+        elif isinstance(value, dict):
+            stack.extend((item, (*at, key)) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, (*at, index)) for index, item in enumerate(value))
+
+
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -207,9 +267,20 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[Instance, ...]:
+def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[tuple[Instance, ...], tuple[str, ...]]:
+    """The cluster's instances, and why each unusable one was dropped.
+
+    Sources check instances already; this is the check no source can skip
+    (the host goes into the URL every call is sent to, and the weight into
+    every balancer and every JSON answer that shows it).
+    """
     by_id: dict[str, Instance] = {}
+    dropped: list[str] = []
     for inst in raw:
+        problem = instance_problem(inst.ip, inst.port, inst.weight)
+        if problem is not None:
+            dropped.append(f"instance {inst.ip!r}:{inst.port!r} of the serviceRef dropped: {problem}")
+            continue
         inst_scheme = inst.metadata.get("protocol", scheme)
         if inst_scheme not in ("http", "https"):
             inst_scheme = scheme
@@ -224,7 +295,7 @@ def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[Instance, .
             metadata=MappingProxyType(dict(inst.metadata)),
         )
         by_id[item.id] = item
-    return tuple(by_id[k] for k in sorted(by_id))
+    return tuple(by_id[k] for k in sorted(by_id)), tuple(dropped)
 
 
 def cluster_name(server_id: str, service: ServiceKey) -> str:
@@ -260,6 +331,14 @@ def _backend_definitions(
     definitions: list[tuple[str, ToolDefinition]] = []
     for index, entry in enumerate(listing):
         path = f"$.tools[{index}]"
+        try:
+            check_value(entry)
+        except JsonDocumentError as exc:
+            raise ConversionError(
+                f"the backend listed a tool that is not valid: {exc.reason}",
+                path=exc.path.replace("$", path, 1),
+                **where,
+            ) from exc
         try:
             definition = ToolDefinition.model_validate(dict(entry))
         except ValidationError as exc:
@@ -306,7 +385,24 @@ class ConfigConverter:
 
     def convert(self, snap: ServerSnapshot) -> ServerModels | DisabledServer | None:
         """``None`` when the server has no published version yet."""
-        versions = parse_versions(snap.server_id, snap.namespace, snap.versions)
+        return self._convert(snap, None)
+
+    def check(self, snap: ServerSnapshot) -> list[ConversionError]:
+        """Every problem ``convert`` would find, not just the first (``mcpgw validate``).
+
+        The same code runs: a problem that stops ``convert`` stops here too,
+        after the problems found so far; problems of single tools (or of the
+        fields of one document) are collected and the next one is checked.
+        """
+        problems: list[ConversionError] = []
+        try:
+            self._convert(snap, problems)
+        except ConversionError as exc:
+            problems.append(exc)
+        return problems
+
+    def _convert(self, snap: ServerSnapshot, problems: Problems) -> ServerModels | DisabledServer | None:
+        versions = parse_versions(snap.server_id, snap.namespace, snap.versions, problems=problems)
         if not versions.enabled:
             return DisabledServer(snap.server_id, versions.name, versions.latestPublishedVersion)
         version = select_version(versions, snap.namespace)
@@ -321,7 +417,7 @@ class ConfigConverter:
                 version=version,
                 file=spec_file,
             )
-        spec = parse_server_spec(snap.server_id, version, snap.namespace, snap.server_spec)
+        spec = parse_server_spec(snap.server_id, version, snap.namespace, snap.server_spec, problems=problems)
         if not spec.enabled:
             return DisabledServer(snap.server_id, spec.name, version)
         spec_where = {"server_id": snap.server_id, "version": version, "file": spec_file}
@@ -344,12 +440,10 @@ class ConfigConverter:
 
         service = service_key_of(spec)
         cluster: Cluster | None = None
+        dropped: tuple[str, ...] = ()
         if service is not None:
-            cluster = Cluster(
-                name=cluster_name(snap.server_id, service),
-                service=str(service),
-                instances=_instances(snap.instances or (), scheme),
-            )
+            instances, dropped = _instances(snap.instances or (), scheme)
+            cluster = Cluster(name=cluster_name(snap.server_id, service), service=str(service), instances=instances)
         elif backend != "rest":
             raise ConversionError(
                 "a proxied MCP server needs remoteServerConfig.serviceRef naming its backend service",
@@ -372,16 +466,11 @@ class ConfigConverter:
         if snap.tools_spec is None:
             raise ConversionError("tools spec not found; it may still be being written", **tools_where)
         tools_raw = self._tools_json(snap.tools_spec, tools_where)
+        _check_reference_places(snap.tools_spec, tools_raw, tools_where)
         config, resolved = self._credentials(snap, tools_raw, tools_where)
         if resolved:
             tools_raw = _substitute(tools_raw, resolved)
-        try:
-            tools_spec = ToolsSpec.model_validate(tools_raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ConversionError(
-                f"tools spec: {first['msg']}", path=_pydantic_path(first["loc"]), **tools_where
-            ) from exc
+        tools_spec = _validated(ToolsSpec, tools_raw, where=tools_where, what="tools spec", problems=problems)
         tools_from_backend = backend != "rest" and not tools_spec.tools
         definitions: list[tuple[str, ToolDefinition]] = [
             (f"$.tools[{index}]", definition) for index, definition in enumerate(tools_spec.tools)
@@ -390,7 +479,7 @@ class ConfigConverter:
         if tools_from_backend and snap.backend_tools is not None:
             definitions_where = {**tools_where, "file": BACKEND_TOOLS_FILE}
             definitions = _backend_definitions(snap.backend_tools, definitions_where)
-        tools = self._tools(definitions, tools_spec, tools_raw, route, cluster, backend, definitions_where)
+        tools = self._tools(definitions, tools_spec, tools_raw, route, cluster, backend, definitions_where, problems)
         # Only what is served counts: a draft added to the versions file, or reformatted JSON, is no change.
         fingerprint = _digest(
             version,
@@ -401,6 +490,8 @@ class ConfigConverter:
                         for i in cluster.instances])
             if cluster
             else "",
+            # Only when there are any: the fingerprints of servers without dropped instances stay as they were.
+            *((_canonical(list(dropped)),) if dropped else ()),
         )
         return ServerModels(
             server_id=snap.server_id,
@@ -415,6 +506,7 @@ class ConfigConverter:
             fingerprint=fingerprint,
             template_config=MappingProxyType(config),
             tools_from_backend=tools_from_backend,
+            warnings=dropped,
         )
 
     @staticmethod
@@ -465,77 +557,100 @@ class ConfigConverter:
         cluster: Cluster | None,
         backend: BackendKind,
         where: dict[str, str],
+        problems: Problems = None,
     ) -> tuple[Tool, ...]:
         seen: set[str] = set()
         tools: list[Tool] = []
         meta_raw = raw.get("toolsMeta") or {}
         schemes = [s.model_dump(by_alias=True, exclude_none=True) for s in spec.securitySchemes]
         for path, definition in definitions:
-            name = definition.name
-            if name in seen:
+            try:
+                tool = ConfigConverter._tool(path, definition, seen, spec, meta_raw, schemes,
+                                             raw.get("securitySchemes"), route, cluster, backend, where)
+            except ConversionError as exc:
+                if problems is None:
+                    raise
+                problems.append(exc)
+                continue
+            if tool is not None:
+                tools.append(tool)
+        tools.sort(key=lambda t: t.name)
+        return tuple(tools)
+
+    @staticmethod
+    def _tool(
+        path: str,
+        definition: ToolDefinition,
+        seen: set[str],
+        spec: ToolsSpec,
+        meta_raw: Mapping[str, Any],
+        schemes: list[dict[str, Any]],
+        security_schemes: Any,
+        route: Route,
+        cluster: Cluster | None,
+        backend: BackendKind,
+        where: dict[str, str],
+    ) -> Tool | None:
+        """One tool of the server, ``None`` if it is disabled, or the ``ConversionError`` that keeps it out."""
+        name = definition.name
+        if name in seen:
+            raise ConversionError(
+                "two tools have this name; tool names must be unique in a server",
+                path=f"{path}.name",
+                tool=shown_name(name),
+                **where,
+            )
+        seen.add(name)
+        meta = spec.toolsMeta.get(name)
+        if meta is not None and not meta.enabled:
+            return None
+        try:
+            check_tool(definition, path)
+        except ConversionError as exc:
+            raise ConversionError(exc.reason, path=exc.path, tool=shown_name(name), **where) from exc
+        try:
+            validator = argument_validator(definition.inputSchema)
+        except ConversionError as exc:
+            raise ConversionError(exc.reason, path=exc.path.replace("$", f"{path}", 1), tool=name, **where) from exc
+        binding = None
+        if backend == "rest":
+            template = (meta.templates if meta else {}).get(TEMPLATE_KIND)
+            if not isinstance(template, dict):
                 raise ConversionError(
-                    "two tools have this name; tool names must be unique in a server",
-                    path=f"{path}.name",
+                    f"REST tool has no {TEMPLATE_KIND} template in toolsMeta; add one or disable the tool",
+                    path=f"$.toolsMeta.{name}.templates",
                     tool=name,
                     **where,
                 )
-            seen.add(name)
-            meta = spec.toolsMeta.get(name)
-            if meta is not None and not meta.enabled:
-                continue
             try:
-                validator = argument_validator(definition.inputSchema)
+                binding = compile_rest_binding(name, template, schemes, definition.inputSchema)
             except ConversionError as exc:
+                raise ConversionError(exc.reason, path=exc.path, tool=name, **where) from exc
+            if not binding.is_direct and binding.needs_instance and cluster is None:
                 raise ConversionError(
-                    exc.reason, path=exc.path.replace("$", f"{path}", 1), tool=name, **where
-                ) from exc
-            binding = None
-            template: Any = None
-            if backend == "rest":
-                template = (meta.templates if meta else {}).get(TEMPLATE_KIND)
-                if not isinstance(template, dict):
-                    raise ConversionError(
-                        f"REST tool has no {TEMPLATE_KIND} template in toolsMeta; add one or disable the tool",
-                        path=f"$.toolsMeta.{name}.templates",
-                        tool=name,
-                        **where,
-                    )
-                try:
-                    binding = compile_rest_binding(
-                        name, template, schemes, definition.inputSchema
-                    )
-                except ConversionError as exc:
-                    raise ConversionError(exc.reason, path=exc.path, tool=name, **where) from exc
-                url = str((template.get("requestTemplate") or {}).get("url") or "")
-                if url and not re.match(r"^https?://", url) and cluster is None:
-                    raise ConversionError(
-                        "the tool's url is relative but the server has no remoteServerConfig.serviceRef "
-                        "to send it to; add a serviceRef or use an absolute url",
-                        path=f"$.toolsMeta.{name}.templates.{TEMPLATE_KIND}.requestTemplate.url",
-                        tool=name,
-                        **where,
-                    )
-            tools.append(
-                Tool(
-                    server_id=route.server_id,
-                    server_name=route.server_name,
-                    name=name,
-                    description=definition.description,
-                    input_schema=MappingProxyType(dict(definition.inputSchema)),
-                    output_schema=definition.outputSchema,
-                    annotations=definition.annotations,
-                    route=route.name,
-                    cluster=cluster.name if cluster else None,
-                    fingerprint=_digest(
-                        route.name,
-                        backend,
-                        _canonical(definition.model_dump()),
-                        _canonical(meta_raw.get(name)),
-                        _canonical(raw.get("securitySchemes")),
-                    ),
-                    binding=binding,
-                    validator=validator,
+                    "the tool's url is relative but the server has no remoteServerConfig.serviceRef "
+                    "to send it to; add a serviceRef or use an absolute url",
+                    path=f"$.toolsMeta.{name}.templates.{TEMPLATE_KIND}.requestTemplate.url",
+                    tool=name,
+                    **where,
                 )
-            )
-        tools.sort(key=lambda t: t.name)
-        return tuple(tools)
+        return Tool(
+            server_id=route.server_id,
+            server_name=route.server_name,
+            name=name,
+            description=definition.description,
+            input_schema=MappingProxyType(dict(definition.inputSchema)),
+            output_schema=definition.outputSchema,
+            annotations=definition.annotations,
+            route=route.name,
+            cluster=cluster.name if cluster else None,
+            fingerprint=_digest(
+                route.name,
+                backend,
+                _canonical(definition.model_dump()),
+                _canonical(meta_raw.get(name)),
+                _canonical(security_schemes),
+            ),
+            binding=binding,
+            validator=validator,
+        )

@@ -282,7 +282,9 @@ class GatewayCatalog:
             request = binding.build_request(args, config, instance.base_url if instance else None)
             where = instance.id if instance else "the configured URL"
             status, headers, body = await self._send(tool, request, instance, runtime, budget, shown, where)
-            result = _result(binding.map_response(status, headers, body, has_output_schema=has_output))
+            result = _result(
+                binding.map_response(status, headers, body, has_output_schema=has_output, secrets=request.secrets)
+            )
             if status >= 500:
                 raise _FailedAnswer(result)
             return result

@@ -66,6 +66,7 @@ from remote.base import (
     RemoteClient,
     ServiceInstance,
     ServiceKey,
+    source_problems,
 )
 
 log = structlog.get_logger(__name__)
@@ -180,6 +181,10 @@ class RegisteringSource:
     @property
     def inner(self) -> RemoteClient:
         return self._inner
+
+    def problems(self) -> dict[str, str]:
+        """The wrapped source's problems (connect API requests are refused at the door instead)."""
+        return source_problems(self._inner)
 
     @property
     def namespace(self) -> str:
