@@ -84,7 +84,8 @@ def load_json(text: str, *, max_depth: int = MAX_DEPTH, finite: bool = True) -> 
     except json.JSONDecodeError as exc:
         raise JsonDocumentError(f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from exc
     except RecursionError as exc:
-        raise JsonDocumentError(f"nested deeper than the {max_depth} levels allowed") from exc
+        reason = f"nested deeper than the {max_depth} levels allowed"
+        raise JsonDocumentError(reason, _too_deep(text, max_depth)) from exc
     # A surrogate can only come from a backslash-u escape or a str that already held one: skip the scan otherwise.
     check_strings = _ESCAPE in text or _SURROGATE.search(text) is not None
     # Each level of nesting costs a bracket: a document with few brackets cannot be too deep.
@@ -115,6 +116,40 @@ def check_value(value: Any, *, max_depth: int = MAX_DEPTH, check_strings: bool =
             shown = node.text if isinstance(node, _NonFinite) else repr(node)
             reason = f"{shown} is not a finite number; JSON cannot carry it, write a number"
             raise JsonDocumentError(reason, _path(where))
+
+
+def _too_deep(text: str, max_depth: int) -> str:
+    """The JSON path of the first container nested deeper than ``max_depth`` (a scan of the text: the
+    parser gave up before it could say)."""
+    frames: list[list[Any]] = []  # [is_object, key or index, expecting a key]
+    index, end = 0, len(text)
+    while index < end:
+        char = text[index]
+        if char == '"':
+            close = index + 1
+            while close < end and text[close] != '"':
+                close += 2 if text[close] == "\\" else 1
+            if frames and frames[-1][0] and frames[-1][2]:
+                try:
+                    frames[-1][1] = json.loads(text[index : close + 1])
+                except ValueError:
+                    frames[-1][1] = text[index + 1 : close]
+            index = close
+        elif char in "{[":
+            if len(frames) >= max_depth:
+                return _path(tuple(frame[1] for frame in frames))
+            frames.append([char == "{", 0 if char == "[" else "", char == "{"])
+        elif char in "}]" and frames:
+            frames.pop()
+        elif char == ":" and frames:
+            frames[-1][2] = False
+        elif char == "," and frames:
+            if frames[-1][0]:
+                frames[-1][2] = True
+            else:
+                frames[-1][1] += 1
+        index += 1
+    return "$"
 
 
 def has_lone_surrogate(text: str) -> bool:

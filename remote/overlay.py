@@ -66,6 +66,7 @@ from remote.base import (
     RemoteClient,
     ServiceInstance,
     ServiceKey,
+    instance_problem,
     source_problems,
 )
 
@@ -311,7 +312,10 @@ class RegisteringSource:
         if self._inner_lists.get(key) == inner:
             return
         self._inner_lists[key] = inner
-        self._register.mirror_source({self.mirror_name(key): [source_instance(i) for i in inner]})
+        # An instance no cluster can use (bad host, port or weight) is not mirrored either: the converter
+        # drops it with its reason, and the register's answers (GET /api/mcp/servers) must stay JSON.
+        usable = [source_instance(i) for i in inner if instance_problem(i.ip, i.port, i.weight) is None]
+        self._register.mirror_source({self.mirror_name(key): usable})
 
     def _merged(self, key: ServiceKey, inner: Sequence[ServiceInstance]) -> tuple[ServiceInstance, ...]:
         name = self.name_of(key)
