@@ -239,21 +239,45 @@ class Publisher:
                 f"published {name} {version} as a draft ({stays})",
                 f"would publish {name} {version} as a draft ({stays})",
             )
-            return Outcome(
-                name, "drafted", version, message, change.writes, await self._missing_credentials(name, tools)
-            )
+            warnings = await self._credential_warnings(name, server_id, version, versions, spec, tools)
+            return Outcome(name, "drafted", version, message, change.writes, warnings)
         message = self._say(f"published {name} {version} (latest)", f"would publish {name} {version} (latest)")
-        return Outcome(name, "published", version, message, change.writes, await self._missing_credentials(name, tools))
+        warnings = await self._credential_warnings(name, server_id, version, versions, spec, tools)
+        return Outcome(name, "published", version, message, change.writes, warnings)
 
-    async def _missing_credentials(self, name: str, tools: Mapping[str, Any]) -> tuple[str, ...]:
-        missing = []
-        for key in sorted(credential_refs(_dump(tools), self.namespace)):
-            if not await self.target.read(key):
-                missing.append(
-                    f"{name} refers to config {key.data_id} (group {key.group}), which does not exist in namespace "
-                    f"{self.namespace}: the gateway will not serve {name} until it does"
-                )
-        return tuple(missing)
+    async def _credential_warnings(
+        self,
+        name: str,
+        server_id: str,
+        version: str,
+        versions: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        tools: Mapping[str, Any],
+    ) -> tuple[str, ...]:
+        """Referenced configs that are missing, or whose content the references cannot resolve against.
+
+        Warnings, not errors: the operator may create or fix the config after publishing.
+        """
+        keys = sorted(credential_refs(_dump(tools), self.namespace))
+        if not keys:
+            return ()
+        contents = {key: await self.target.read(key) for key in keys}
+        missing = [
+            f"{name} refers to config {key.data_id} (group {key.group}), which does not exist in namespace "
+            f"{self.namespace}: the gateway will not serve {name} until it does"
+            for key in keys
+            if not contents[key]
+        ]
+        if missing:
+            return tuple(missing)
+        problems = check_release(
+            versions, spec, tools, server_id=server_id, version=version, namespace=self.namespace, credentials=contents
+        )
+        return tuple(
+            f"{name} {version}: {problem.reason} (at {problem.path}{f', tool {problem.tool}' if problem.tool else ''}"
+            f"): the gateway will not serve {name} {version} until it is fixed"
+            for problem in problems
+        )
 
     async def _require(self, name: str) -> _Current:
         current = await self._current(name)

@@ -32,11 +32,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from converter.converter import TEMPLATE_KIND, ConfigConverter, ServerSnapshot, credential_refs
+from converter.converter import TEMPLATE_KIND, ConfigConverter, ServerSnapshot
 from converter.models import SecurityScheme
 from converter.validate import check_document
 from registry.errors import ConversionError, McpgwError
-from remote.base import DEFAULT_GROUP, DEFAULT_NAMESPACE, server_spec_key, tools_spec_key, versions_key
+from remote.base import DEFAULT_GROUP, DEFAULT_NAMESPACE, ConfigKey, server_spec_key, tools_spec_key, versions_key
 
 DOCUMENT_SUFFIXES = (".yaml", ".yml", ".json")
 _ID_NAMESPACE = uuid.UUID("6f1c1b1e-2f55-4a0e-9a53-6d63706777a1")
@@ -383,12 +383,14 @@ def check_release(
     server_id: str,
     version: str,
     namespace: str,
+    credentials: Mapping[ConfigKey, str | None] | None = None,
 ) -> list[ConversionError]:
     """The three documents through the JSON Schemas, then through the converter as the served version.
 
-    Errors name the Nacos file (dataId) and the JSON path in it.  Referenced
-    credentials are stood in for: whether they exist is the target's
-    business, and the gateway reports a missing one by name.
+    Errors name the Nacos file (dataId) and the JSON path in it.  Without
+    ``credentials`` (the contents of the configs the tools spec references)
+    only where each reference stands is checked: whether the configs exist is
+    the target's business, and the gateway reports a missing one by name.
     """
     files = {
         "versions": (versions_key(server_id, namespace).data_id, versions),
@@ -416,7 +418,8 @@ def check_release(
         server_spec=_dump(dict(spec, enabled=True)),
         tools_spec=tools_text,
         instances=(),
-        credentials={key: '"placeholder"' for key in credential_refs(tools_text, namespace)},
+        credentials=credentials or {},
+        credentials_unread=credentials is None,
     )
     try:
         ConfigConverter().convert(snapshot)

@@ -6,7 +6,13 @@
   (versions file first, see ARCHITECTURE §3).  Two things Nacos cannot do
   are refused before anything is written: a draft of a server that does not
   exist yet (Nacos publishes a server's first version at once), and deleting
-  one version (Nacos 3 deletes the server's versions file with it).
+  one version (Nacos 3 deletes the server's versions file with it).  Nacos
+  stores the documents through its own models, and those of Nacos 3.1 keep
+  only ``name``, ``description`` and ``inputSchema`` of a tool: a tool's
+  ``annotations`` (which decide retries) and ``outputSchema`` would be lost.
+  So after Nacos has written a version, its tools config is read back and,
+  where Nacos dropped something, written again whole through the config API
+  (the gateway serves it; the console shows the tools without those fields).
 - ``NacosConfigTarget`` (``--raw``): the three configs written through
   nacos-sdk-python, for Nacos 2.x.  Specs first, versions file last, so no
   reader ever sees a versions file pointing at a missing spec; deletions
@@ -32,7 +38,7 @@ from typing import Any, Literal, Protocol
 
 from adapter.publish_documents import PublishDocument, PublishError, default_server_id
 from registry.errors import McpgwError
-from remote.base import DEFAULT_NAMESPACE, VERSIONS_GROUP, ConfigKey, versions_key
+from remote.base import DEFAULT_NAMESPACE, TOOLS_GROUP, VERSIONS_GROUP, ConfigKey, versions_key
 from remote.nacos import NacosSource
 
 MCP_ADMIN_PATH = "/nacos/v3/admin/ai/mcp"
@@ -245,6 +251,19 @@ class NacosAdminTarget:
         else:
             params["latest"] = "true" if change.latest else "false"
             await self._call("PUT", params, f"update MCP server {change.name}")
+        await self._restore_what_nacos_dropped(change)
+
+    async def _restore_what_nacos_dropped(self, change: Change) -> None:
+        for write in change.writes:
+            if write.key.group != TOOLS_GROUP or write.content is None:
+                continue
+            stored = await self._source.get_config(write.key)
+            try:
+                kept = json.loads(stored) if stored else None
+            except ValueError:
+                kept = None
+            if kept != json.loads(write.content):
+                await self._source.publish_config(write.key, write.content)
 
     async def _call(self, method: str, params: dict[str, str], action: str) -> None:
         response = await self._source.admin_request(method, MCP_ADMIN_PATH, params, action)

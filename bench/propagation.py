@@ -1,15 +1,24 @@
-"""Propagation benchmark over the Nacos protocol double (issue 4's targets: p99 <= 200 ms for both).
+"""Propagation benchmark over the Nacos protocol double or a real Nacos (targets: p99 <= 200 ms for both).
 
     python bench/propagation.py [--rounds 50]
+    python bench/propagation.py --nacos HOST:PORT [--username nacos --password P] [--rounds 50]
 
-One process runs the double, a gateway over the real ``NacosSource`` (the SDK
-talking gRPC to the double), REST backends on loopback, and an MCP client of
+By default one process runs the double; with ``--nacos`` the same rounds run
+against that server (e.g. ``deploy/nacos/run.sh 8848``), where the naming
+push cannot be timestamped (only the end-to-end figures are printed), names
+are unique per run and the server is deleted afterwards.  Nacos batches a
+service's changes for ``nacos.naming.push.pushTaskDelay`` (500 ms by default)
+before it pushes them: that delay is the floor of (b) against a real server
+(``NACOS_PUSH_DELAY_MS`` of ``deploy/nacos/run.sh`` sets it).
+
+One process runs a gateway over the real ``NacosSource`` (the SDK talking
+gRPC to Nacos), REST backends on loopback, and an MCP client of
 the gateway.  Publishing and registering are mcpgw's own code: ``adapter.publish``
 over the Nacos 3 admin API and ``adapter.registration`` (an ephemeral instance
 over a connection of its own, as ``mcpgw register`` holds it).  Each round:
 
 (a) publish -> callable: a new version carrying a new tool is published
-    (``PUT /nacos/v3/admin/ai/mcp``); the clock starts when that returns and
+    (``PUT /nacos/v3/admin/ai/mcp``); the clock starts when the publish starts and
     stops when the tool, called through the MCP client as soon as the
     gateway's state has it, answers from the backend.  The state swap is
     reported on its own.
@@ -32,9 +41,11 @@ import asyncio
 import json
 import logging
 import math
+import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,7 +64,6 @@ from registry.state import GatewayState
 from remote.base import ServiceKey
 from tests.gateway import listening_socket, serving, text
 from tests.gateway.test_nacos_serve import (
-    NacosTarget,
     Publishing,
     Registrar,
     Served,
@@ -63,10 +73,12 @@ from tests.gateway.test_nacos_serve import (
     tool_names,
 )
 from tests.support.nacos_double import NacosDouble
+from tests.support.nacos_target import NacosTarget
 
 TARGET_P99_MS = 200.0
-SERVER = "bench-weather"
-SERVICE = ServiceKey("public", "DEFAULT_GROUP", "bench-weather-api")
+_RUN = uuid.uuid4().hex[:6]
+SERVER = f"bench-weather-{_RUN}"
+SERVICE = ServiceKey("public", "DEFAULT_GROUP", f"bench-weather-api-{_RUN}")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -108,8 +120,9 @@ async def publish_rounds(
     to_state, to_call = [], []
     for n in range(1, rounds + 1):
         tool = f"tool_{n}"
-        await publisher.update(SERVER, f"1.{n}.0", SERVICE, rest_tools(tool))
         published = time.perf_counter()
+        await publisher.update(SERVER, f"1.{n}.0", SERVICE, rest_tools(tool))
+        publisher.call_durations.append(time.perf_counter() - published)
         async with asyncio.timeout(10):
             await served.until(has_tool(tool))
         swapped = time.perf_counter()
@@ -123,7 +136,7 @@ async def publish_rounds(
 
 
 async def deregister_rounds(
-    rounds: int, served: Served, registrar: Registrar, double: NacosDouble, server_id: str, port: int
+    rounds: int, served: Served, registrar: Registrar, double: NacosDouble | None, server_id: str, port: int
 ) -> tuple[list[float], list[float], list[float]]:
     to_push, to_cluster, push_to_cluster = [], [], []
     pushed: list[float] = []
@@ -137,7 +150,8 @@ async def deregister_rounds(
     def has_it(present: bool) -> Callable[[GatewayState], bool]:
         return lambda state: (port in instance_ports(state, server_id)) == present
 
-    double.push_observers.append(on_push)
+    if double is not None:
+        double.push_observers.append(on_push)
     try:
         for _ in range(rounds):
             await registrar.register(SERVICE, port)
@@ -149,54 +163,88 @@ async def deregister_rounds(
             async with asyncio.timeout(10):
                 await served.until(has_it(False))
             gone = time.perf_counter()
+            to_cluster.append(gone - started)
+            if double is None:
+                continue
             if not pushed:
                 raise RuntimeError("the double never pushed the deregistration")
             to_push.append(pushed[0] - started)
-            to_cluster.append(gone - started)
             push_to_cluster.append(gone - pushed[0])
     finally:
-        double.push_observers.remove(on_push)
+        if double is not None:
+            double.push_observers.remove(on_push)
     return to_push, to_cluster, push_to_cluster
 
 
-async def main(rounds: int) -> int:
+async def measure(rounds: int, target: NacosTarget, state_dir: Path) -> dict[str, list[float]]:
+    async with (
+        backends("stable", "leaving") as [stable, leaving], Registrar(target, state_dir / "registrar") as registrar,
+        nacos_target(target.server_addr, username=target.username, password=target.password) as publish_target,
+    ):
+        publisher = Publishing(Publisher(publish_target))
+        publisher.call_durations = []
+        await registrar.register(SERVICE, stable.port)
+        server_id = await publisher.create(SERVER, "1.0.0", SERVICE, rest_tools("tool_0"))
+        try:
+            settings = Settings(
+                nacos=target.server_addr,
+                username=target.username,
+                password=target.password,
+                state_dir=state_dir / "gateway",
+            )
+            gateway = Gateway(settings)
+            async with serving(gateway.asgi(), listening_socket()) as url:
+                served = Served(url, gateway)
+                async with asyncio.timeout(30):
+                    await gateway.adapter.ready.wait()
+                    await served.until(lambda state: "tool_0" in tool_names(state, SERVER))
+                async with served.client(SERVER) as session:
+                    to_state, to_call = await publish_rounds(rounds, served, publisher, session)
+                to_push, to_cluster, push_to_cluster = await deregister_rounds(
+                    rounds, served, registrar, target.double, server_id, leaving.port
+                )
+        finally:
+            if target.double is None:
+                await publisher.delete(SERVER)
+    return {
+        "publish_call": publisher.call_durations, "to_state": to_state, "to_call": to_call,
+        "to_push": to_push, "to_cluster": to_cluster, "push_to_cluster": push_to_cluster,
+    }
+
+
+async def main(rounds: int, nacos: str | None, username: str | None, password: str | None) -> int:
     quiet()
     with tempfile.TemporaryDirectory(prefix="mcpgw-bench-") as tmp:
-        state_dir = Path(tmp)
-        async with NacosDouble() as double, backends("stable", "leaving") as [stable, leaving]:
-            target = NacosTarget(double.server_addr, None, None, double)
-            async with (
-                Registrar(target, state_dir / "registrar") as registrar,
-                nacos_target(target.server_addr) as publish_target,
-            ):
-                publisher = Publishing(Publisher(publish_target))
-                await registrar.register(SERVICE, stable.port)
-                server_id = await publisher.create(SERVER, "1.0.0", SERVICE, rest_tools("tool_0"))
-                gateway = Gateway(Settings(nacos=target.server_addr, state_dir=state_dir / "gateway"))
-                async with serving(gateway.asgi(), listening_socket()) as url:
-                    served = Served(url, gateway)
-                    async with asyncio.timeout(10):
-                        await gateway.adapter.ready.wait()
-                        await served.until(lambda state: "tool_0" in tool_names(state, SERVER))
-                    async with served.client(SERVER) as session:
-                        to_state, to_call = await publish_rounds(rounds, served, publisher, session)
-                    to_push, to_cluster, push_to_cluster = await deregister_rounds(
-                        rounds, served, registrar, double, server_id, leaving.port
-                    )
+        if nacos:
+            figures = await measure(rounds, NacosTarget("real", nacos, username, password), Path(tmp))
+        else:
+            async with NacosDouble() as double:
+                target = NacosTarget("double", double.server_addr, None, None, double=double)
+                figures = await measure(rounds, target, Path(tmp))
 
-    print(f"propagation over the Nacos double, {rounds} rounds each")
-    print("(a) publish returned ->")
-    report("state has the new tool", to_state)
-    ok = report("new tool answered through MCP", to_call, target=True)
+    print(f"propagation over {'the real Nacos at ' + nacos if nacos else 'the Nacos double'}, {rounds} rounds each")
+    print("(a) publish started ->")
+    report("the publish call returned", figures["publish_call"])
+    report("state has the new tool", figures["to_state"])
+    report("new tool answered through MCP", figures["to_call"])
+    print("    publish returned ->")
+    after = [call - took for call, took in zip(figures["to_call"], figures["publish_call"], strict=True)]
+    ok = report("new tool answered through MCP", after, target=True)
     print("(b) deregistration called ->")
-    report("double pushed it", to_push)
-    ok = report("instance left the gateway's cluster", to_cluster, target=True) and ok
-    report("  of which push -> cluster", push_to_cluster)
+    if figures["to_push"]:
+        report("double pushed it", figures["to_push"])
+    ok = report("instance left the gateway's cluster", figures["to_cluster"], target=True) and ok
+    if figures["push_to_cluster"]:
+        report("  of which push -> cluster", figures["push_to_cluster"])
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=50, help="rounds of each measurement (default 50)")
+    parser.add_argument("--nacos", metavar="HOST:PORT", help="a real Nacos 3 instead of the double")
+    parser.add_argument("--username", default="nacos", help="with --nacos (default nacos)")
+    parser.add_argument("--password", default=os.environ.get("NACOS_PASSWORD", "mcpgw-dev-password"),
+                        help="with --nacos (default $NACOS_PASSWORD, else mcpgw-dev-password)")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.rounds)))
+    sys.exit(asyncio.run(main(args.rounds, args.nacos, args.username, args.password)))

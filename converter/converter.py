@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from converter import credentials as refs
 from converter.arguments import ArgumentValidator
 from converter.models import ServerSpec, ToolDefinition, ToolsSpec, VersionsFile
 from converter.rest import compile_rest_binding
@@ -43,9 +43,6 @@ REST_PROTOCOLS = frozenset({"http", "https"})
 MCP_PROTOCOLS = frozenset({"mcp-sse", "mcp-streamable"})
 UNSERVABLE_PROTOCOLS = frozenset({"stdio", "dubbo"})
 
-CREDENTIAL_REF = re.compile(r"\$\{nacos\.([^/{}\s]+)/([^/{}\s]+)\}")
-"""``${nacos.<dataId>/<group>}``: a reference to another config (a credential)."""
-
 
 @dataclass(frozen=True, slots=True)
 class ServerSnapshot:
@@ -58,6 +55,10 @@ class ServerSnapshot:
     tools_spec: str | None = None
     instances: tuple[ServiceInstance, ...] | None = None
     credentials: Mapping[ConfigKey, str | None] = field(default_factory=lambda: MappingProxyType({}))
+    """The content of every config the tools spec references (``None``: it does not exist)."""
+    credentials_unread: bool = False
+    """Checking offline (``validate`` of a lone file, ``publish``): the referenced configs were not read, so
+    only where references stand is checked, not what they resolve to."""
     backend_tools: tuple[Mapping[str, Any], ...] | None = None
     """What a proxied MCP backend answered to ``tools/list`` (MCP ``Tool`` objects as JSON); only
     used when the tools spec lists no tools.  ``None``: not fetched (yet)."""
@@ -185,74 +186,13 @@ def service_key_of(spec: ServerSpec) -> ServiceKey | None:
 
 
 def credential_refs(content: str, namespace: str) -> frozenset[ConfigKey]:
-    """Every ``${nacos.<dataId>/<group>}`` in a tools spec, as config keys."""
-    return frozenset(ConfigKey(namespace, group, data_id) for data_id, group in CREDENTIAL_REF.findall(content))
+    """Every ``${nacos.<dataId>/<group>}`` in a tools spec, as config keys: the configs to fetch and watch."""
+    return frozenset(ConfigKey(namespace, group, data_id) for data_id, group in refs.references_in(content))
 
 
 def credential_name(key: ConfigKey) -> str:
     """The name under ``.config.credentials`` a referenced config is known by."""
-    return f"{key.group}_{key.data_id}"
-
-
-def _parse_credential(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw.strip()
-
-
-def _substitute(value: Any, resolved: Mapping[tuple[str, str], str]) -> Any:
-    """Replace every reference by the referenced config's text; structured access goes via ``.config``."""
-    if isinstance(value, str):
-        return CREDENTIAL_REF.sub(lambda m: resolved[(m.group(1), m.group(2))], value)
-    if isinstance(value, list):
-        return [_substitute(v, resolved) for v in value]
-    if isinstance(value, dict):
-        return {k: _substitute(v, resolved) for k, v in value.items()}
-    return value
-
-
-_REQUEST_SIDE = frozenset({("url",), ("body",), ("headers", "*", "value"), ("security", "credential")})
-"""Where under ``requestTemplate`` a credential reference may stand: what is sent to the backend, never shown."""
-
-
-def _reference_allowed(where: tuple[str | int, ...]) -> bool:
-    if len(where) == 3 and where[0] == "securitySchemes" and isinstance(where[1], int):
-        return where[2] == "defaultCredential"
-    if len(where) < 6 or where[0] != "toolsMeta" or where[2:5] != ("templates", TEMPLATE_KIND, "requestTemplate"):
-        return False
-    rest = tuple("*" if isinstance(part, int) else part for part in where[5:])
-    return rest in _REQUEST_SIDE
-
-
-def _check_reference_places(text: str, tools_raw: Mapping[str, Any], where: dict[str, str]) -> None:
-    """A credential reference outside the request-side fields would put the secret where clients see it.
-
-    A description, a schema or a response template is served or rendered
-    for the client, so a reference there is rejected (the reference, not the
-    secret, is named) instead of being resolved.
-    """
-    if "${nacos." not in text and "\\u" not in text:
-        return
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(tools_raw, ())]
-    while stack:
-        value, at = stack.pop()
-        if isinstance(value, str):
-            if CREDENTIAL_REF.search(value) and not _reference_allowed(at):
-                path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at)
-                tool = str(at[1]) if len(at) > 1 and at[0] == "toolsMeta" else ""
-                raise ConversionError(
-                    "a credential reference (${nacos.…}) may only stand where the gateway sends it to the "
-                    "backend: requestTemplate url, headers[].value, body or security.credential, or a security "
-                    "scheme's defaultCredential; here it would be shown to clients, so remove it",
-                    path=path,
-                    tool=tool,
-                    **where,
-                )
-        elif isinstance(value, dict):
-            stack.extend((item, (*at, key)) for key, item in value.items())
-        elif isinstance(value, list):
-            stack.extend((item, (*at, index)) for index, item in enumerate(value))
+    return refs.credential_name(key.data_id, key.group)
 
 
 def _canonical(value: Any) -> str:
@@ -303,17 +243,6 @@ def cluster_name(server_id: str, service: ServiceKey) -> str:
     return ".".join(
         (server_id, sanitize_name(service.namespace), sanitize_name(service.group), sanitize_name(service.service))
     )
-
-
-def _walk_strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk_strings(v, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk_strings(v, f"{path}.{k}")
 
 
 BACKEND_TOOLS_FILE = "tools/list of the backend"
@@ -466,10 +395,7 @@ class ConfigConverter:
         if snap.tools_spec is None:
             raise ConversionError("tools spec not found; it may still be being written", **tools_where)
         tools_raw = self._tools_json(snap.tools_spec, tools_where)
-        _check_reference_places(snap.tools_spec, tools_raw, tools_where)
-        config, resolved = self._credentials(snap, tools_raw, tools_where)
-        if resolved:
-            tools_raw = _substitute(tools_raw, resolved)
+        config = self._credentials(snap, tools_raw, tools_where)
         tools_spec = _validated(ToolsSpec, tools_raw, where=tools_where, what="tools spec", problems=problems)
         tools_from_backend = backend != "rest" and not tools_spec.tools
         definitions: list[tuple[str, ToolDefinition]] = [
@@ -480,6 +406,8 @@ class ConfigConverter:
             definitions_where = {**tools_where, "file": BACKEND_TOOLS_FILE}
             definitions = _backend_definitions(snap.backend_tools, definitions_where)
         tools = self._tools(definitions, tools_spec, tools_raw, route, cluster, backend, definitions_where, problems)
+        if not snap.credentials_unread:
+            self._check_credential_uses(tools, config["credentials"], tools_where)
         # Only what is served counts: a draft added to the versions file, or reformatted JSON, is no change.
         fingerprint = _digest(
             version,
@@ -523,30 +451,79 @@ class ConfigConverter:
         return raw
 
     @staticmethod
-    def _credentials(
-        snap: ServerSnapshot, tools_raw: dict[str, Any], where: dict[str, str]
-    ) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+    def _credentials(snap: ServerSnapshot, tools_raw: dict[str, Any], where: dict[str, str]) -> dict[str, Any]:
+        """``{"credentials": {name: content}}`` for every reference, each checked for where it stands."""
         credentials: dict[str, Any] = {}
-        resolved: dict[tuple[str, str], str] = {}
         # Most specs reference no credential: skip the walk when the text cannot hold a reference
         # (a JSON \\u escape could spell one without the literal "${nacos.", so that case walks).
         text_of_spec = snap.tools_spec or ""
-        if "${nacos." not in text_of_spec and "\\u" not in text_of_spec:
-            return {"credentials": credentials}, resolved
-        for path, text in _walk_strings(tools_raw, "$"):
-            for data_id, group in CREDENTIAL_REF.findall(text):
-                key = ConfigKey(snap.namespace, group, data_id)
+        if refs.REFERENCE_START not in text_of_spec and "\\u" not in text_of_spec:
+            return {"credentials": credentials}
+        named: dict[str, ConfigKey] = {}
+        for site in refs.sites(tools_raw):
+            located = {"path": site.path, "tool": site.tool, **where}
+            for found in refs.scan(site.text):
+                if isinstance(found, refs.Misspelt):
+                    raise ConversionError(
+                        f"text starting with {refs.REFERENCE_START} is not a credential reference; write "
+                        f"{refs.REFERENCE_FORM}, dataId and group in letters, digits and '-', '_', '.', ':'",
+                        **located,
+                    )
+                if not site.allowed:
+                    raise ConversionError(
+                        f"the credential reference {found.text} cannot be used here: this field {site.why_not}; "
+                        "a credential may only be used in a request template (requestTemplate url, header "
+                        "values, body, security credential) or a security scheme's defaultCredential",
+                        **located,
+                    )
+                key = ConfigKey(snap.namespace, found.group, found.data_id)
+                name = credential_name(key)
+                other = named.setdefault(name, key)
+                if other != key:
+                    raise ConversionError(
+                        f"the credential references {refs.reference_text(other.data_id, other.group)} and "
+                        f"{found.text} are both known as .config.credentials.{name}; rename one of the configs",
+                        **located,
+                    )
+                if snap.credentials_unread:
+                    credentials[name] = "not read"  # a stand-in: offline checks render nothing
+                    continue
                 content = snap.credentials.get(key)
+                what = f"referenced config {found.data_id} (group {found.group})"
                 if not content:
                     raise ConversionError(
-                        f"referenced config {data_id} (group {group}) does not exist; "
-                        "create it or remove the reference",
-                        path=path,
+                        f"{what} does not exist; create it or remove the reference", **located
+                    )
+                try:
+                    credentials[name] = refs.parse_content(content)
+                except refs.ContentError as exc:
+                    raise ConversionError(f"{what} {exc}; fix the config or remove the reference", **located) from exc
+        return {"credentials": credentials}
+
+    @staticmethod
+    def _check_credential_uses(tools: Iterable[Tool], contents: Mapping[str, Any], where: dict[str, str]) -> None:
+        """Every reference resolves to what its field needs: no ``<no value>`` ever reaches a backend."""
+        for tool in tools:
+            binding = tool.binding
+            for site in binding.credential_sites if binding is not None else ():
+                use = site.use
+                if use.name not in contents:
+                    why: str | None = "was not read"
+                else:
+                    value = contents[use.name]
+                    why = refs.follow(value, use.fields)
+                    if why is None and site.whole_value and not refs.is_plain(value):
+                        why = (
+                            f"holds {refs.json_type(value)}, but a field that is exactly one reference needs a "
+                            f"plain value: write {{{{ {use.text}.<field> }}}} to send one of its fields"
+                        )
+                if why is not None:
+                    raise ConversionError(
+                        f"{use.text} cannot be resolved: the config {why}; fix the template or the config",
+                        path=site.path,
+                        tool=tool.name,
                         **where,
                     )
-                resolved[(data_id, group)] = content.strip()
-                credentials[credential_name(key)] = _parse_credential(content)
-        return {"credentials": credentials}, resolved
 
     @staticmethod
     def _tools(

@@ -57,6 +57,13 @@ silent:
   templates too, so they can come from ``{{ .config.credentials.… }}``.  They
   never appear in a repr, a ``ConversionError`` or an ``InvocationError``; the
   client's own ``Authorization`` is never forwarded from here.
+- Nacos credential references (``converter.credentials``) are read inside the
+  actions of the request-side fields only (url, header values, body, the
+  credentials); a header value or credential that is exactly one reference is
+  read as ``{{ reference }}``; a reference outside an action is an error.  The
+  binding lists every reference it reads (``credential_sites``) so the
+  converter can check each against the config's content.  A direct-response
+  tool renders without ``config.credentials``: its answer goes to the client.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+from converter.credentials import CredentialSite, Misspelt, Reference, scan, whole_reference
 from converter.secrets import credential_values, scrub_text, scrub_value, secret_forms
 from converter.template import GoTemplate, parse
 from registry.errors import ConversionError, InvocationError, TemplateError
@@ -159,6 +167,7 @@ class RestBinding:
     __slots__ = (
         "_args_to",
         "_body",
+        "_credential_sites",
         "_error_template",
         "_headers",
         "_origin",
@@ -189,6 +198,7 @@ class RestBinding:
         response_prepend: GoTemplate | None,
         response_append: GoTemplate | None,
         error_template: GoTemplate | None,
+        credential_sites: tuple[CredentialSite, ...] = (),
     ) -> None:
         self.tool_name = tool_name
         self.method = method
@@ -204,6 +214,12 @@ class RestBinding:
         self._response_prepend = response_prepend
         self._response_append = response_append
         self._error_template = error_template
+        self._credential_sites = credential_sites
+
+    @property
+    def credential_sites(self) -> tuple[CredentialSite, ...]:
+        """Every credential reference the request side reads, with the JSON path of its field."""
+        return self._credential_sites
 
     def __repr__(self) -> str:
         return f"RestBinding(tool={self.tool_name!r}, method={self.method!r}, direct={self.is_direct})"
@@ -273,8 +289,10 @@ class RestBinding:
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in args:
+                # The placeholder may come from a credential's content: never quote it then.
+                shown = "" if self._url is not None and self._url.credential_uses else f" {name!r}"
                 raise InvocationError(
-                    f"Tool {self.tool_name!r}: the URL needs the path argument {name!r}, "
+                    f"Tool {self.tool_name!r}: the URL needs the path argument{shown or ' in braces'}, "
                     "but the call does not give it; pass it or give it a default in the inputSchema."
                 )
             consumed.add(name)
@@ -375,11 +393,10 @@ class RestBinding:
         """The answer of a direct-response tool: its response template, no backend involved."""
         if self._response_body is None:
             raise InvocationError(f"Tool {self.tool_name!r} is not a direct-response tool.")
-        # Credentials are for requests: a response template does not get them, and the text is scrubbed too.
-        shown_config = {key: value for key, value in config.items() if key != "credentials"}
-        text = self._render(self._response_body, _template_data(args, shown_config), "responseTemplate.body")
-        forms = secret_forms(credential_values(config))
-        return RestResult(is_error=False, content=(_text_block(scrub_text(text, forms)),))
+        # The answer goes to the client: the credentials are not there to be rendered into it.
+        shown = {key: value for key, value in config.items() if key != "credentials"}
+        text = self._render(self._response_body, _template_data(args, shown), "responseTemplate.body")
+        return RestResult(is_error=False, content=(_text_block(text),))
 
     def map_response(
         self,
@@ -491,6 +508,7 @@ class _Compiler:
         self.schemes = security_schemes
         self.input_schema = input_schema
         self.root = f"{_member('$.toolsMeta', tool_name)}.templates.{TEMPLATE_KIND}"
+        self.credential_sites: list[CredentialSite] = []
 
     def fail(self, reason: str, path: str) -> ConversionError:
         return ConversionError(reason, tool=self.tool, path=path)
@@ -507,7 +525,7 @@ class _Compiler:
         self.reject_typos(response, _RESPONSE_KEYS, response_path)
 
         url_source = self.optional_string(request, "url", request_path).strip()
-        url = self.template(url_source, f"{request_path}.url") if url_source else None
+        url = self.template(url_source, f"{request_path}.url", credentials=True) if url_source else None
         origin = self.origin(url_source, f"{request_path}.url") if url_source else None
 
         response_body, prepend, append = self.response_templates(response, response_path)
@@ -524,7 +542,7 @@ class _Compiler:
             url=url,
             origin=origin,
             headers=self.headers(request, request_path),
-            body=self.optional_template(request, "body", request_path),
+            body=self.optional_template(request, "body", request_path, credentials=True),
             args_to=self.args_to(request, request_path),
             positions=self.positions(template, root),
             security=self.security(request, request_path),
@@ -532,6 +550,7 @@ class _Compiler:
             response_prepend=prepend,
             response_append=append,
             error_template=(self.template(error_source, f"{root}.errorResponseTemplate") if error_source else None),
+            credential_sites=tuple(self.credential_sites),
         )
 
     # -- structure ----------------------------------------------------------------------------
@@ -567,17 +586,52 @@ class _Compiler:
 
     # -- templates ----------------------------------------------------------------------------
 
-    def template(self, source: str, path: str, *, secret: bool = False) -> GoTemplate:
+    def template(
+        self, source: str, path: str, *, secret: bool = False, credentials: bool = False, whole_value: bool = False
+    ) -> GoTemplate:
+        """Compile one field; with ``credentials`` it may read credential references inside its actions.
+
+        ``whole_value``: a field that is exactly one reference is read as ``{{ reference }}``.
+        """
+        whole = whole_reference(source) if credentials and whole_value else None
+        if whole is not None:
+            source = "{{ " + whole.text + " }}"
         try:
-            return parse(source, name=path)
+            compiled = parse(source, name=path, credentials=credentials)
         except TemplateError as exc:
             # The engine never quotes source text; a credential's failure is still reported by place only.
             why = "" if secret else f": {exc}"
             raise self.fail(f"the template does not parse{why}", path) from exc
+        if credentials:
+            self.check_placement(source, compiled, path)
+            self.credential_sites.extend(
+                CredentialSite(path, use, whole_value=whole is not None) for use in compiled.credential_uses
+            )
+        return compiled
 
-    def optional_template(self, parent: Mapping[str, Any], key: str, path: str) -> GoTemplate | None:
+    def check_placement(self, source: str, compiled: GoTemplate, path: str) -> None:
+        """Every reference in the source must be one the engine read, i.e. stand inside an action."""
+        read = {use.offset for use in compiled.credential_uses}
+        for found in scan(source):
+            if isinstance(found, Misspelt):
+                raise self.fail(
+                    "text starting with ${nacos. is not a credential reference; write ${nacos.<dataId>/<group>}, "
+                    "dataId and group in letters, digits and '-', '_', '.', ':'",
+                    path,
+                )
+            if isinstance(found, Reference) and found.start not in read:
+                raise self.fail(
+                    f"the credential reference {found.text} is outside a template action, so it would be sent as "
+                    f"literal text; write {{{{ {found.text} }}}} for a config that holds a plain value, or "
+                    f"{{{{ {found.text}.field }}}} for a field of a JSON config",
+                    path,
+                )
+
+    def optional_template(
+        self, parent: Mapping[str, Any], key: str, path: str, *, credentials: bool = False
+    ) -> GoTemplate | None:
         source = self.optional_string(parent, key, path)
-        return self.template(source, f"{path}.{key}") if source else None
+        return self.template(source, f"{path}.{key}", credentials=credentials) if source else None
 
     def origin(self, source: str, path: str) -> str | None:
         """The fixed ``scheme://host[:port]`` of a url that writes it out, ``None`` for one relative to the instance.
@@ -652,7 +706,9 @@ class _Compiler:
                     "value, not a template",
                     field,
                 )
-            compiled.append(_Header(key.strip(), self.template(str(value), field), field))
+            compiled.append(
+                _Header(key.strip(), self.template(str(value), field, credentials=True, whole_value=True), field)
+            )
         return tuple(compiled)
 
     def args_to(self, request: Mapping[str, Any], path: str) -> str | None:
@@ -768,7 +824,9 @@ class _Compiler:
                 f"security scheme {scheme_id!r} has no defaultCredential and the tool gives no credential",
                 source_path,
             )
-        return _Security(scheme_id, kind, name, self.template(source, source_path, secret=True))
+        return _Security(
+            scheme_id, kind, name, self.template(source, source_path, secret=True, credentials=True, whole_value=True)
+        )
 
 
 # -- value encoding -------------------------------------------------------------------------------

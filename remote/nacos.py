@@ -41,8 +41,8 @@ is filed down, so the rest of mcpgw sees only the ``RemoteClient`` contract:
 - **One SDK client pair per namespace**, created lazily: a server may
   reference a service in another namespace.
 - **Listing** goes through ``GET /nacos/v3/admin/ai/mcp/list`` (all pages),
-  parsed with our own models, with a token from ``POST /nacos/v1/auth/login``
-  when credentials are given.  Nacos pushes nothing when the listing changes,
+  parsed with our own models, with a token from ``POST /nacos/v3/auth/user/login``
+  (``/nacos/v1/auth/login`` on Nacos 2.x) when credentials are given.  Nacos pushes nothing when the listing changes,
   so ``watch_listing`` polls it (``listing_poll_interval``) and calls back
   only on a difference, and after every reconnect.
 - **Errors are ours.**  SDK and HTTP failures become ``SourceUnavailable``,
@@ -856,20 +856,27 @@ class NacosSource:
         return self._token
 
     async def _login(self) -> None:
+        """Log in through Nacos 3's ``/v3/auth/user/login``, or 2.x's ``/v1/auth/login`` where that is absent.
+
+        Nacos 3.1 answers a wrong password of a known user with a bare HTTP 500 (an unknown user gets
+        403), so a 500 from the login itself is reported as rejected credentials, saying so.
+        """
         assert self._http is not None
+        form = {"username": self._username or "", "password": self._password or ""}
         try:
-            response = await self._http.post(
-                "/nacos/v1/auth/login", data={"username": self._username or "", "password": self._password or ""}
-            )
+            response = await self._http.post("/nacos/v3/auth/user/login", data=form)
+            if response.status_code == 404:
+                response = await self._http.post("/nacos/v1/auth/login", data=form)
         except httpx.HTTPError as exc:
             raise SourceUnavailable(
                 f"cannot reach Nacos at {self._admin_base_url}: {type(exc).__name__}: {exc}. "
                 "Check the address and that Nacos is running."
             ) from exc
-        if response.status_code in (401, _NO_RIGHT):
+        if response.status_code in (401, _NO_RIGHT, 500):
+            how = " (it answered HTTP 500, as Nacos 3 does for a wrong password)" if response.status_code == 500 else ""
             raise SourceAuthError(
                 f"Nacos at {self._admin_base_url} rejected the credentials for user {self._username}: "
-                "check the username and password."
+                f"check the username and password{how}."
             )
         if response.status_code >= 400:
             raise SourceUnavailable(

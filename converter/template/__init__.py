@@ -24,6 +24,11 @@ Semantics are Go's, on ``map[string]interface{}`` data:
   numbers are float64 in Go, ints may stay ints here).
 - Extensions from Higress: ``.items.0.name`` indexes lists; ``gjson "path"``
   (see ``_gjson`` for the path syntax supported).
+- Extension from Nacos, where the caller asks for it (``parse(...,
+  credentials=True)``, request-side fields only): ``${nacos.<dataId>/<group>}``
+  inside an action is the referenced config's content,
+  ``$.config.credentials["<group>_<dataId>"]``, and may be followed by fields
+  (``{{ ${nacos.weatherKey/credentials}.data }}``); see ``converter.credentials``.
 
 Not supported (parse errors): ``define``/``template``/``block``, ``call``,
 method calls (a field given arguments), complex numbers, Go's ``date`` and
@@ -40,6 +45,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from converter.credentials import CredentialUse
 from converter.template._funcs import FUNCTIONS
 from converter.template._parse import ExecError, Parser, Render, State, location
 from registry.errors import TemplateError
@@ -60,14 +66,23 @@ class GoTemplate:
     (a credential, say) may itself be a secret.
     """
 
-    __slots__ = ("_name", "_refs", "_root", "_slots", "_source")
+    __slots__ = ("_credential_uses", "_name", "_refs", "_root", "_slots", "_source")
 
-    def __init__(self, source: str, name: str, root: Render, slots: int, refs: frozenset[str]) -> None:
+    def __init__(
+        self,
+        source: str,
+        name: str,
+        root: Render,
+        slots: int,
+        refs: frozenset[str],
+        credential_uses: tuple[CredentialUse, ...] = (),
+    ) -> None:
         self._source = source
         self._name = name
         self._root = root
         self._slots = slots
         self._refs = refs
+        self._credential_uses = credential_uses
 
     @property
     def source(self) -> str:
@@ -107,6 +122,11 @@ class GoTemplate:
         """
         return self._refs
 
+    @property
+    def credential_uses(self) -> tuple[CredentialUse, ...]:
+        """The credential references read inside actions, in source order (only with ``credentials=True``)."""
+        return self._credential_uses
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GoTemplate):
             return NotImplemented
@@ -119,11 +139,15 @@ class GoTemplate:
         return f"GoTemplate(name={self._name!r})"
 
 
-def parse(source: str, *, name: str = "template") -> GoTemplate:
-    """Compile ``source``; raise TemplateError("template 'name' line L col C: reason") if it cannot run."""
+def parse(source: str, *, name: str = "template", credentials: bool = False) -> GoTemplate:
+    """Compile ``source``; raise TemplateError("template 'name' line L col C: reason") if it cannot run.
+
+    ``credentials``: read ``${nacos.<dataId>/<group>}`` inside actions as a credential reference
+    (otherwise it is an error there).
+    """
     if not isinstance(source, str):
         raise TemplateError(f"template {name!r}: the template must be a string, not {type(source).__name__}")
-    return _parse_cached(source, name)
+    return _parse_cached(source, name, credentials)
 
 
 # Compiled templates are immutable, and the same template text recurs across tools and servers
@@ -131,10 +155,10 @@ def parse(source: str, *, name: str = "template") -> GoTemplate:
 # Kept small on purpose: once full, every insertion re-tracks the cache's dict in the youngest
 # GC generation, so each young collection walks all of it (64k entries cost ~4 ms a collection).
 @functools.lru_cache(maxsize=1 << 12)
-def _parse_cached(source: str, name: str) -> GoTemplate:
+def _parse_cached(source: str, name: str, credentials: bool) -> GoTemplate:
     try:
-        parser = Parser(source, name)
+        parser = Parser(source, name, credentials=credentials)
         root = parser.parse()
     except RecursionError:
         raise TemplateError(f"template {name!r}: the template nests too deeply; simplify it") from None
-    return GoTemplate(source, name, root, parser.nslots, frozenset(parser.refs))
+    return GoTemplate(source, name, root, parser.nslots, frozenset(parser.refs), tuple(parser.credential_uses))

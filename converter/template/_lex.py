@@ -3,15 +3,19 @@
 It follows ``text/template/parse/lex.go`` where users can tell the
 difference: a trim marker is ``{{-`` or ``-}}`` *with* white space next to
 the dash (``{{-3}}`` is the number -3); a comment must touch its delimiters;
-actions may span lines; strings use Go's escapes.  One extension: a numeric
+actions may span lines; strings use Go's escapes.  Two extensions: a numeric
 segment glued to a field chain (``.items.0.name``) is an index, as in
-Higress' gjson-backed engine, where Go would reject it.
+Higress' gjson-backed engine, where Go would reject it; and, where the caller
+allows it, a Nacos credential reference ``${nacos.<dataId>/<group>}`` is one
+token (see ``converter.credentials``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
+
+from converter.credentials import CREDENTIAL_REF, REFERENCE_FORM, REFERENCE_START
 
 SPACES = " \t\r\n"
 _TERMINATORS = SPACES + ".,|:()"
@@ -28,9 +32,13 @@ class Tok(NamedTuple):
     pos: int
 
 
-def lex(src: str, fail: Fail) -> list[Tok]:
-    """Tokenise the whole source; calls ``fail(offset, reason)`` on the first lexical error."""
-    return _Lexer(src, fail).run()
+def lex(src: str, fail: Fail, *, credentials: bool = False) -> list[Tok]:
+    """Tokenise the whole source; calls ``fail(offset, reason)`` on the first lexical error.
+
+    With ``credentials``, ``${nacos.<dataId>/<group>}`` in an action is a
+    ``credential`` token whose value is ``(dataId, group)``.
+    """
+    return _Lexer(src, fail, credentials).run()
 
 
 def _is_word_char(char: str) -> bool:
@@ -38,9 +46,10 @@ def _is_word_char(char: str) -> bool:
 
 
 class _Lexer:
-    def __init__(self, src: str, fail: Fail) -> None:
+    def __init__(self, src: str, fail: Fail, credentials: bool) -> None:
         self.src = src
         self.fail = fail
+        self.credentials = credentials
         self.toks: list[Tok] = []
 
     def run(self) -> list[Tok]:
@@ -125,6 +134,8 @@ class _Lexer:
                 p = close + 1
             elif char == "'":
                 p = self._char_constant(p)
+            elif src.startswith(REFERENCE_START, p):
+                p = self._credential(p)
             elif char == "$":
                 q = self._word_end(p + 1)
                 toks.append(Tok("var", src[p:q], p))
@@ -147,6 +158,23 @@ class _Lexer:
                 p = self._after_word(q)
             else:
                 self.fail(p, f"unrecognized character in action: U+{ord(char):04X}")
+
+    def _credential(self, p: int) -> int:
+        if not self.credentials:
+            self.fail(
+                p,
+                "a credential reference cannot be used in this field: only request templates (url, header "
+                "values, body, security credentials) may use one",
+            )
+        match = CREDENTIAL_REF.match(self.src, p)
+        if match is None:
+            self.fail(
+                p,
+                f"this is not a credential reference: write {REFERENCE_FORM}, dataId and group in letters, "
+                "digits and '-', '_', '.', ':'",
+            )
+        self.toks.append(Tok("credential", (match.group(1), match.group(2)), p))
+        return self._after_word(match.end())
 
     def _word_end(self, p: int) -> int:
         src, n = self.src, len(self.src)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
+from converter.credentials import CredentialUse, credential_name, reference_text
 from converter.template._funcs import FUNCTIONS, FuncError
 from converter.template._gjson import GjsonPathError, compile_path
 from converter.template._gjson import get as gjson_get
@@ -186,16 +187,17 @@ _UNSUPPORTED_ACTIONS = {
 
 
 class Parser:
-    def __init__(self, source: str, name: str) -> None:
+    def __init__(self, source: str, name: str, *, credentials: bool = False) -> None:
         self.source = source
         self.name = name
-        self.toks = lex(source, self.fail)
+        self.toks = lex(source, self.fail, credentials=credentials)
         self.i = 0
         self.vars: list[tuple[str, int]] = [("$", 0)]
         self.nslots = 1
         self.loops: list[bool] = []  # per open range: whether its body uses break/continue
         self.root_dot = True  # dot is still the data root (not inside range/with)
         self.refs: set[str] = set()
+        self.credential_uses: list[CredentialUse] = []
 
     def error(self, pos: int, reason: str) -> TemplateError:
         return TemplateError(f"{location(self.source, self.name, pos)}: {reason}")
@@ -549,6 +551,8 @@ class Parser:
             op = _Operand("var", pos, eval=_variable(self.lookup(tok)), name=tok.val, path=root_path)
         elif kind == "field":
             return self.field_chain(_Operand("field", pos), [tok.val])
+        elif kind == "credential":
+            return self.credential(tok)
         elif kind == "(":
             inner, _ = self.parse_pipeline("parenthesized pipeline", ")")
             op = _Operand("pipe", pos, eval=inner, name="(...)")
@@ -561,6 +565,18 @@ class Parser:
         if op.kind == "func":
             op = _Operand("pipe", pos, eval=self.argument(op), name=f"({op.name})")
         return self.field_chain(op, [])
+
+    def credential(self, tok: Tok) -> _Operand:
+        """``${nacos.<dataId>/<group>}``: ``$.config.credentials["<group>_<dataId>"]``, then any fields."""
+        data_id, group = tok.val
+        name = credential_name(data_id, group)
+        label = reference_text(data_id, group)
+        keys: list[str] = []
+        while self.peek().kind == "field":
+            keys.append(self.next().val)
+        self.credential_uses.append(CredentialUse(data_id, group, tuple(keys), tok.pos))
+        self.refs.add(".".join(("config", "credentials", name, *keys)))
+        return _Operand("chain", tok.pos, eval=_credential(name, label, tuple(keys), tok.pos), name=label)
 
     def field_chain(self, op: _Operand, keys: list[str]) -> _Operand:
         while self.peek().kind == "field":
@@ -701,6 +717,20 @@ def _variable(slot: int) -> Eval:
         return st.frame[slot]
 
     return variable
+
+
+def _credential(name: str, label: str, keys: tuple[str, ...], pos: int) -> Eval:
+    """A reference's value, looked up from the root so that it means the same inside range and with."""
+
+    def credential(st: State, dot: Any) -> Any:
+        root = st.frame[0]
+        config = root.get("config") if isinstance(root, dict) else None
+        found = config.get("credentials") if isinstance(config, dict) else None
+        if not isinstance(found, dict) or name not in found:
+            raise ExecError(f"the config {label} refers to is not loaded", pos)
+        return _walk(found[name], keys, label, pos) if keys else found[name]
+
+    return credential
 
 
 def _field_walker(start: Eval | None, keys: tuple[str, ...], origin: str, pos: int) -> Eval:

@@ -15,6 +15,8 @@
 #                       otherwise a new directory removed on exit
 #   NACOS_CONSOLE_PORT  the console's port (default PORT+2000)
 #   NACOS_AI_ENABLED    "false" switches the AI module off: no /nacos/v3/admin/ai/* (as Nacos 2.x)
+#   NACOS_PUSH_DELAY_MS how long Nacos batches a service's changes before pushing them to
+#                       subscribers (nacos.naming.push.pushTaskDelay; default: Nacos' own 500)
 #   NACOS_JAVA_OPTS     extra JVM options (default: -Xms256m -Xmx768m)
 #   JAVA_HOME           the JDK to use (17 or newer); otherwise `java` on PATH
 #
@@ -52,13 +54,15 @@ build() {
 
 case "${1:-}" in
     --build) build; echo "mcpgw-nacos: built $jar"; exit 0 ;;
-    ''|-h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] && exit 0; exit 2 ;;
+    ''|-h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] && exit 0; exit 2 ;;
 esac
 port="$1"
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 64000 ] || die 2 "PORT must be a number from 1 to 64000 (got '$port')"
 console_port="${NACOS_CONSOLE_PORT:-$((port + 2000))}"
 password="${NACOS_PASSWORD:-mcpgw-dev-password}"
 ai_enabled="${NACOS_AI_ENABLED:-true}"
+push_delay="${NACOS_PUSH_DELAY_MS:-500}"
+[[ "$push_delay" =~ ^[0-9]+$ ]] || die 2 "NACOS_PUSH_DELAY_MS must be a number of milliseconds (got '$push_delay')"
 build
 
 own_home=""
@@ -86,7 +90,7 @@ trap 'stop' EXIT
     -Dnacos.home="$home" -Dnacos.inetutils.ip-address=127.0.0.1 \
     -cp "$jar:$(cat classpath.txt)" io.mcpgw.nacos.Launcher \
     --nacos.server.main.port="$port" --nacos.console.port="$console_port" \
-    --nacos.extension.ai.enabled="$ai_enabled" \
+    --nacos.extension.ai.enabled="$ai_enabled" --nacos.naming.push.pushTaskDelay="$push_delay" \
     >"$home/stdout.log" 2>&1) &
 pid=$!
 

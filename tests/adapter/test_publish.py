@@ -26,7 +26,9 @@ from registry.errors import ConversionError, SourceAuthError
 from registry.models import ServerModels
 from remote.base import ConfigKey, ServiceInstance, server_spec_key, tools_spec_key, versions_key
 from remote.files import FilesSource
+from remote.nacos import NacosSource
 from tests.support.nacos_double import NacosDouble
+from tests.support.nacos_target import NacosTarget, eventually
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "nacos-configs"
 EXAMPLES = FIXTURES / "publish-examples"
@@ -116,7 +118,7 @@ async def test_a_document_becomes_the_three_nacos_configs_as_nacos_writes_them(
     assert tools["toolsMeta"]["get_city"]["templates"]["json-go-template"]["argsPosition"] == {"name": "path"}
     assert tools["securitySchemes"][0] == {
         "id": "demo-key", "type": "apiKey", "in": "header", "name": "X-API-Key",
-        "defaultCredential": "${nacos.weather-api-key.json/mcp-credentials}",
+        "defaultCredential": "{{ ${nacos.weather-api-key.json/mcp-credentials}.data }}",
     }
     assert outcome.warnings and "weather-api-key.json" in outcome.warnings[0]
 
@@ -136,7 +138,7 @@ async def test_the_gateway_serves_exactly_the_tools_that_were_published(tree: Pa
     outcomes = await publisher.publish_all(load_documents(EXAMPLES))
     assert [o.action for o in outcomes] == ["published"] * 3
     (tree / "config/public/mcp-credentials").mkdir(parents=True)
-    (tree / "config/public/mcp-credentials/weather-api-key.json").write_text('"k-123"')
+    (tree / "config/public/mcp-credentials/weather-api-key.json").write_text('{"data": "k-123"}')
 
     source = FilesSource(tree)
     await source.start()
@@ -422,40 +424,85 @@ def with_backends() -> list[LoadedDocument]:
     return [doc for doc in load_documents(EXAMPLES) if doc.document.server.serviceRef is not None]
 
 
-async def test_the_admin_api_target_publishes_idempotently_and_deletes(tmp_path: Path, double: NacosDouble) -> None:
-    async with nacos_target(double.server_addr) as target:
+async def read_back(source: NacosSource, key: ConfigKey, *, present: bool = True) -> dict[str, Any] | None:
+    """A config as Nacos holds it, through another SDK client (the real server's reads lag its writes a little)."""
+    content = await eventually(lambda: source.get_config(key), lambda found: (found is not None) == present)
+    assert (content is not None) == present, f"{key} is {'not ' if present else ''}in Nacos"
+    return json.loads(content) if content is not None else None
+
+
+async def console_view(source: NacosSource, name: str) -> dict[str, Any]:
+    """The server as Nacos' own admin API shows it to its console: the listing entry."""
+    response = await source.admin_request(
+        "GET", "/nacos/v3/admin/ai/mcp/list",
+        {"namespaceId": "public", "pageNo": "1", "pageSize": "100", "mcpName": name, "search": "accurate"}, "list",
+    )
+    [entry] = [item for item in response.json()["data"]["pageItems"] if item["name"] == name]
+    return dict(entry)
+
+
+async def test_the_admin_api_target_publishes_idempotently_and_deletes(
+    tmp_path: Path, nacos: NacosTarget, reader: NacosSource
+) -> None:
+    async with nacos_target(nacos.server_addr, username=nacos.username, password=nacos.password) as target:
         publisher = Publisher(target, clock=Clock())
+        for name in ("weather-rest", "maps"):  # a real Nacos outlives a test run
+            await publisher.delete(name)
         with pytest.raises(PublishError, match="serviceRef is missing"):
             await publisher.publish_all(load_documents(EXAMPLES))
-        assert double.config("public", "mcp-server-versions", f"{WEATHER_ID}-mcp-versions.json") is None
+        assert await read_back(reader, versions_key(WEATHER_ID), present=False) is None
         outcomes = await publisher.publish_all(with_backends())
         assert [o.action for o in outcomes] == ["published"] * 2
-        spec = stored(double, server_spec_key(WEATHER_ID, "1.0.0"))
-        assert spec["remoteServerConfig"]["serviceRef"]["serviceName"] == "weather-api"
-        versions_before = stored(double, versions_key(WEATHER_ID))
-        assert versions_before["latestPublishedVersion"] == "1.0.0"
+        spec = await read_back(reader, server_spec_key(WEATHER_ID, "1.0.0"))
+        assert spec is not None and spec["remoteServerConfig"]["serviceRef"]["serviceName"] == "weather-api"
+        versions_before = await read_back(reader, versions_key(WEATHER_ID))
+        assert versions_before is not None and versions_before["latestPublishedVersion"] == "1.0.0"
+        shown = await console_view(reader, "weather-rest")
+        assert (shown["id"], shown["latestPublishedVersion"], shown["protocol"]) == (WEATHER_ID, "1.0.0", "http")
 
         again = await publisher.publish_all(with_backends())
 
         assert [o.action for o in again] == ["unchanged"] * 2
         # A second create or update would have stamped a new release date.
-        assert stored(double, versions_key(WEATHER_ID)) == versions_before
-        assert stored(double, server_spec_key(WEATHER_ID, "1.0.0")) == spec
+        assert await read_back(reader, versions_key(WEATHER_ID)) == versions_before
+        assert await read_back(reader, server_spec_key(WEATHER_ID, "1.0.0")) == spec
 
         drafted = await publisher.publish(loaded(tmp_path, "w.yaml", weather("1.1.0")), draft=True)
         assert drafted.action == "drafted"
-        versions = stored(double, versions_key(WEATHER_ID))
-        assert versions["latestPublishedVersion"] == "1.0.0"
+        versions = await eventually(
+            lambda: read_back(reader, versions_key(WEATHER_ID)),
+            lambda v: v is not None and len(v["versionDetails"]) == 2,
+        )
+        assert versions is not None and versions["latestPublishedVersion"] == "1.0.0"
         assert versions["versionDetails"][-1] == {"version": "1.1.0"}
+        assert (await console_view(reader, "weather-rest"))["latestPublishedVersion"] == "1.0.0"
 
         assert (await publisher.set_latest("weather-rest", "1.1.0")).action == "latest"
-        assert stored(double, versions_key(WEATHER_ID))["latestPublishedVersion"] == "1.1.0"
+        latest = await eventually(
+            lambda: read_back(reader, versions_key(WEATHER_ID)), lambda v: v is not None and
+            v["latestPublishedVersion"] == "1.1.0"
+        )
+        assert latest is not None and latest["latestPublishedVersion"] == "1.1.0"
+        assert (await console_view(reader, "weather-rest"))["latestPublishedVersion"] == "1.1.0"
 
         with pytest.raises(PublishError, match="cannot delete one version"):
             await publisher.delete_version("weather-rest", "1.0.0")
         assert (await publisher.delete("weather-rest")).action == "deleted"
-        assert double.config("public", "mcp-server-versions", f"{WEATHER_ID}-mcp-versions.json") is None
-        assert stored(double, versions_key(default_server_id("public", "maps")))["name"] == "maps"
+        assert await read_back(reader, versions_key(WEATHER_ID), present=False) is None
+        maps = await read_back(reader, versions_key(default_server_id("public", "maps")))
+        assert maps is not None and maps["name"] == "maps"
+        await publisher.delete("maps")
+
+
+@pytest.fixture
+async def reader(nacos: NacosTarget, tmp_path: Path) -> AsyncIterator[NacosSource]:
+    source = NacosSource(
+        nacos.server_addr, username=nacos.username, password=nacos.password,
+        cache_dir=tmp_path / "reader" / "cache", log_dir=tmp_path / "reader" / "logs",
+    )
+    await source.start()
+    yield source
+    await source.stop()
 
 
 async def test_the_admin_api_target_refuses_a_first_version_as_a_draft(tmp_path: Path, double: NacosDouble) -> None:

@@ -46,7 +46,19 @@ CASES = {
     "unknown-position": (tools_doc(rest_tool("t", template={**_template(), "argsPosition": {"q": "nowhere"}})),
                          "nowhere", "$.toolsMeta.t.templates.json-go-template.argsPosition"),
     "encrypted": (json.dumps({"specificationType": "encrypted", "encryptData": "QUJD"}), "encrypted", "$.encryptData"),
+    "credential-in-a-description": (
+        tools_doc(({"name": "t", "description": "key ${nacos.weather-api-key.json/mcp-credentials}",
+                    "inputSchema": {"type": "object"}}, rest_tool("t")[1])),
+        "shown to MCP clients", "$.tools[0].description",
+    ),
+    "credential-field-missing": (
+        tools_doc(rest_tool("t", template=_template(headers=[
+            {"key": "X-Key", "value": "{{ ${nacos.weather-api-key.json/mcp-credentials}.token }}"}]))),
+        "has no field 'token'", "$.toolsMeta.t.templates.json-go-template.requestTemplate.headers[0].value",
+    ),
 }
+NEEDS_THE_TREE = {"credential-field-missing"}
+"""Found only with the referenced config at hand: validate of a lone tools file does not read it."""
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -62,6 +74,9 @@ def test_validate_rejects_naming_file_tool_and_path(case: str, tmp_path: Path,
     if "toolsMeta" in path:
         assert " tool t:" in line
     single = main(["validate", str(tree / f"config/public/mcp-tools/{WEATHER}-1.1.0-mcp-tools.json")])
+    if case in NEEDS_THE_TREE:
+        assert single == 0
+        return
     assert single == 1
     assert reason in capsys.readouterr().out
 

@@ -62,7 +62,7 @@ def test_publish_prints_one_line_per_server_and_nothing_changes_the_second_time(
     assert {p: (tree / p).read_text() for p in files(tree)} == written
     assert main(["validate", str(tree)]) == 1  # the credential config is the operator's to create
     (tree / "config/public/mcp-credentials").mkdir()
-    (tree / "config/public/mcp-credentials/weather-api-key.json").write_text('"k"')
+    (tree / "config/public/mcp-credentials/weather-api-key.json").write_text('{"data": "k"}')
     assert main(["validate", str(tree)]) == 0
 
 

@@ -106,13 +106,15 @@ def test_relative_url_without_service_ref_is_an_error() -> None:
 def test_credential_reference_is_resolved_and_exposed_to_templates() -> None:
     key = ConfigKey("public", "mcp-credentials", "k.json")
     security = [{"id": "s", "type": "apiKey", "in": "header", "name": "X-Key",
-                 "defaultCredential": "${nacos.k.json/mcp-credentials}"}]
+                 "defaultCredential": "{{ ${nacos.k.json/mcp-credentials}.token }}"}]
     tools = tools_doc(rest_tool("a", template={"requestTemplate": {"url": "/x", "method": "GET",
                                                                    "security": {"id": "s"}}}), security=security)
     assert credential_refs(tools, "public") == {key}
     models = convert(snapshot(tools, credentials={key: '{"token": "s3cret"}'}))
     assert models.template_config["credentials"]["mcp-credentials_k.json"] == {"token": "s3cret"}
     assert "s3cret" not in repr(models)
+    request = models.tools[0].binding.build_request({}, models.template_config, "http://10.0.0.1")
+    assert ("X-Key", "s3cret") in request.headers
 
 
 def test_missing_credential_config_names_the_reference_path() -> None:

@@ -1,4 +1,4 @@
-"""The Nacos source against the real nacos-sdk-python talking gRPC to the protocol double."""
+"""The Nacos source over the real nacos-sdk-python: against the protocol double, and at the end the real Nacos."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from registry.errors import SourceAuthError, SourceUnavailable
 from remote.base import ConfigKey, ServiceInstance, ServiceKey, versions_key
 from remote.nacos import NacosSource
 from tests.support.nacos_double import NacosDouble
+from tests.support.nacos_target import NacosTarget, eventually
 
 KEY = ConfigKey("public", "mcp-server", "s1-1.0.0-mcp-server.json")
 SERVICE = ServiceKey("public", "mcp-endpoints", "weather::1.0.0")
@@ -378,3 +380,64 @@ async def test_reading_configs_logs_no_warning_about_the_absent_failover_files(
         assert await source.get_config(ConfigKey("public", "mcp-server", "absent.json")) is None
     sdk = [r for r in caplog.records if r.name in ("config", "naming") and r.levelno >= logging.WARNING]
     assert sdk == [], [r.getMessage() for r in sdk]
+
+
+# ---------------------------------------------------------------- the same against the real Nacos too
+
+
+def source_for(target: NacosTarget, where: Path, **kwargs: Any) -> NacosSource:
+    return NacosSource(
+        target.server_addr,
+        username=kwargs.pop("username", target.username),
+        password=kwargs.pop("password", target.password),
+        cache_dir=where / "cache",
+        log_dir=where / "logs",
+        listing_poll_interval=0.05,
+        **kwargs,
+    )
+
+
+async def test_wrong_password_fails_start_with_a_clear_auth_error_on_both(nacos: NacosTarget, tmp_path: Path) -> None:
+    if nacos.double is not None:
+        nacos.double.require_auth("nacos", "right-password")
+    source = source_for(nacos, tmp_path, username="nacos", password="wrong-password")
+
+    with pytest.raises(SourceAuthError, match="rejected the credentials for user nacos") as caught:
+        async with asyncio.timeout(5):
+            await source.start()
+    assert "wrong-password" not in str(caught.value)
+
+
+async def test_nacos_restart_is_followed_config_pushes_resume_and_our_instance_comes_back(
+    nacos: NacosTarget, tmp_path: Path
+) -> None:
+    nacos.need_restartable()
+    key = ConfigKey("public", "mcpgw-it", f"restart-{uuid.uuid4().hex[:8]}.json")
+    service = ServiceKey("public", "mcpgw-it", f"restart-{uuid.uuid4().hex[:8]}")
+    source, writer = source_for(nacos, tmp_path / "source"), source_for(nacos, tmp_path / "writer")
+    await source.start()
+    await writer.start()
+    try:
+        configs, instances = Recorder(), Recorder()
+        await writer.publish_config(key, "A")
+        assert await eventually(lambda: source.get_config(key), lambda content: content == "A") == "A"
+        await source.listen_config(key, configs)
+        await source.subscribe(service, instances)
+        await source.register_instance(service, "127.0.0.1", 9000)
+        assert addresses((await instances.next())[1]) == ["127.0.0.1:9000"]
+
+        async with asyncio.timeout(90):
+            await nacos.stop()
+            await nacos.start()
+        # Once it is back: a change (by a client that connects now) reaches the listener and our ephemeral
+        # instance is registered again, both within the 10 s the gateway has to converge.
+        await writer.stop()
+        writer = source_for(nacos, tmp_path / "writer-after")
+        await writer.start()
+        await writer.publish_config(key, "after the restart")
+        assert await configs.next(10) == (key, "after the restart")
+        back = await eventually(lambda: source.list_instances(service), lambda found: len(found) == 1)
+        assert addresses(tuple(back)) == ["127.0.0.1:9000"]
+    finally:
+        await writer.stop()
+        await source.stop()

@@ -613,11 +613,20 @@ class NacosDouble:
         instances = self._services.setdefault(key, {})
         iid = (stored.ip, stored.port, stored.cluster)
         kind = body.get("type")
+        # As Nacos 2+/3 does over gRPC (contract-tested): a connection publishes at most one ephemeral
+        # instance per service, so registering again replaces it, and deregistering removes it whatever
+        # address the request names.  Persistent instances are keyed by their address.
+        owned = [i for i, inst in instances.items() if stored.ephemeral and inst.owner == conn.connection_id]
         if kind == "registerInstance":
+            for previous in owned:
+                del instances[previous]
             instances[iid] = stored
         elif kind == "deregisterInstance":
-            if instances.pop(iid, None) is None:
+            doomed = owned if stored.ephemeral else [iid] if iid in instances else []
+            if not doomed:
                 return {"type": kind}
+            for gone in doomed:
+                del instances[gone]
         else:
             raise _Fail(_INVALID_PARAM, f"unsupported instance request type {kind!r}")
         self._service_changed(key)
@@ -678,7 +687,13 @@ class NacosDouble:
         params = await self._params(request)
         username, password = params.get("username", ""), params.get("password", "")
         if self._credentials is not None and (username, password) != self._credentials:
-            return Response("unknown user!", status_code=403)
+            # As Nacos 3.1 answers (contract-tested): an unknown user is 403 "Access Denied", a known
+            # user with a wrong password is a bare HTTP 500, on the v3 path and the v1 compatibility paths.
+            status, error = (500, "Internal Server Error") if username == self._credentials[0] else (403, "Forbidden")
+            return JSONResponse(
+                {"status": status, "error": error, "message": "No message available", "path": request.url.path},
+                status_code=status,
+            )
         token = secrets.token_urlsafe(24)
         self._tokens.add(token)
         return JSONResponse({"accessToken": token, "tokenTtl": 18000, "globalAdmin": True, "username": username})
@@ -714,8 +729,16 @@ class NacosDouble:
             server_name = str(version.get("name", ""))
             if name and not (name in server_name if blur else name == server_name):
                 continue
+            # As Nacos 3.1 answers (contract-tested): the versions file read through its models, with
+            # is_latest recomputed up to the latest published version (transferToMcpServerVersionInfo).
             latest = version.get("latestPublishedVersion") or ""
-            detail = next((d for d in version.get("versionDetails") or [] if d.get("version") == latest), None)
+            details = [dict(d) for d in version.get("versionDetails") or [] if isinstance(d, dict)]
+            detail = None
+            for candidate in details:
+                if candidate.get("version") == latest:
+                    candidate["is_latest"], detail = True, candidate
+                    break
+                candidate["is_latest"] = False
             items.append(
                 {
                     "id": version.get("id"),
@@ -723,10 +746,17 @@ class NacosDouble:
                     "protocol": version.get("protocol"),
                     "frontProtocol": version.get("frontProtocol"),
                     "description": version.get("description"),
-                    "enabled": version.get("enabled", True),
-                    "capabilities": version.get("capabilities") or [],
+                    "repository": version.get("repository"),
+                    "packages": None,
                     "versionDetail": detail,
                     "version": latest,
+                    "remoteServerConfig": None,
+                    "localServerConfig": None,
+                    "enabled": version.get("enabled", True),
+                    "status": version.get("status", "active"),
+                    "capabilities": version.get("capabilities") or [],
+                    "latestPublishedVersion": latest,
+                    "versionDetails": details,
                 }
             )
         total = len(items)
@@ -784,29 +814,46 @@ class NacosDouble:
         server_id = str(existing["id"]) if existing else str(spec.get("id") or uuid.uuid4())
         latest = create or params.get("latest", "true").lower() == "true"  # Nacos' McpUpdateForm defaults to true
         released = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        details = [d for d in (existing or {}).get("versionDetails") or [] if d.get("version") != version]
-        previous = next((d for d in (existing or {}).get("versionDetails") or [] if d.get("version") == version), None)
-        for detail in details:
-            if latest:
+        # As McpServerOperationService.updateMcpServer does (contract-tested): a new version is appended as a
+        # draft (no release date); publishing walks the list in order, clears is_latest of the versions
+        # *before* the published one, stamps that one with the current time and stops, so versions after it
+        # keep an is_latest of true; latestPublishedVersion is what says which version is served.
+        details = [dict(d) for d in (existing or {}).get("versionDetails") or [] if isinstance(d, dict)]
+        capabilities = ["TOOL"] if tools.get("tools") is not None or tools.get("securitySchemes") is not None else []
+        if create:
+            # createMcpServer: a single, released version (no is_latest in the stored detail).
+            details = [{"version": version, "release_date": released}]
+        elif all(d.get("version") != version for d in details):
+            details.append({"version": version})
+        if latest and not create:
+            for detail in details:
+                if detail.get("version") == version:
+                    detail["release_date"], detail["is_latest"] = released, True
+                    break
                 detail["is_latest"] = False
-        # Like Nacos, latest=false lists a new version as a draft (no release date) and leaves a known one as it was.
-        draft = previous or {"version": version}
-        details.append({"version": version, "release_date": released, "is_latest": True} if latest else draft)
-        versions = {
-            "id": server_id,
-            "name": name,
-            "protocol": spec.get("protocol", "http"),
-            "frontProtocol": spec.get("frontProtocol", "mcp-sse"),
-            "description": spec.get("description", ""),
-            "enabled": spec.get("enabled", True),
-            "capabilities": ["TOOL"] if tools.get("tools") else [],
-            "latestPublishedVersion": version if latest else (existing or {}).get("latestPublishedVersion", version),
-            "versionDetails": details,
-        }
+        versions = dict(existing or {})
+        if latest:  # a draft leaves name, description, protocols and capabilities as they were
+            versions.update(
+                id=server_id,
+                name=name,
+                protocol=spec.get("protocol", "http"),
+                frontProtocol=spec.get("frontProtocol", "mcp-sse"),
+                description=spec.get("description", ""),
+                enabled=spec.get("enabled", True),
+                status="active",
+                capabilities=capabilities,
+                latestPublishedVersion=version,
+            )
+        versions["versionDetails"] = details
+        tools = _stored_tool_specification(tools)
+        sent_detail: dict[str, Any] = spec["versionDetail"] if isinstance(spec.get("versionDetail"), dict) else {}
         server = {
             **spec,
             "id": server_id,
-            "versionDetail": {"version": version, "release_date": released},
+            "status": "active",
+            "capabilities": capabilities,
+            # Only creation stamps the spec's own versionDetail; an update stores it as sent.
+            "versionDetail": {**sent_detail, "version": version, **({"release_date": released} if create else {})},
             "toolsDescriptionRef": f"{server_id}-{version}-mcp-tools.json",
         }
         endpoint = json.loads(params.get("endpointSpecification") or "{}")
@@ -843,6 +890,35 @@ class NacosDouble:
             )
         else:
             self.delete_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json")
+
+
+_TOOL_FIELDS = ("name", "description", "inputSchema")
+_TOOL_META_FIELDS = ("invokeContext", "enabled", "templates")
+_SECURITY_SCHEME_FIELDS = ("id", "type", "scheme", "in", "name", "defaultCredential")
+
+
+def _stored_tool_specification(tools: dict[str, Any]) -> dict[str, Any]:
+    """A tools spec as Nacos 3.1's admin API stores it: read into its Java models, written back without nulls.
+
+    ``McpTool`` has only name, description and inputSchema (annotations and outputSchema are dropped),
+    ``McpToolMeta`` has invokeContext, ``enabled`` (absent = true) and templates.
+    """
+
+    def project(item: object, fields: tuple[str, ...]) -> dict[str, Any]:
+        source = item if isinstance(item, dict) else {}
+        return {key: source[key] for key in fields if source.get(key) is not None}
+
+    stored: dict[str, Any] = {}
+    if isinstance(tools.get("tools"), list):
+        stored["tools"] = [project(tool, _TOOL_FIELDS) for tool in tools["tools"]]
+    if isinstance(tools.get("toolsMeta"), dict):
+        stored["toolsMeta"] = {
+            name: {**project(meta, _TOOL_META_FIELDS), "enabled": bool((meta or {}).get("enabled", True))}
+            for name, meta in tools["toolsMeta"].items()
+        }
+    if isinstance(tools.get("securitySchemes"), list):
+        stored["securitySchemes"] = [project(scheme, _SECURITY_SCHEME_FIELDS) for scheme in tools["securitySchemes"]]
+    return stored
 
 
 def _payload(message_type: str, body: dict[str, Any]) -> Payload:
