@@ -323,17 +323,3 @@ async def test_the_credential_is_nowhere_a_client_or_an_operator_can_read_it(
     _assert_no_secret("\n".join(seen))
     _assert_no_secret(repr(events))
     _assert_no_secret(caplog.text)
-
-
-async def test_a_credential_reference_in_a_description_is_rejected_not_resolved(running: Stage) -> None:
-    doc = json.loads(echo_tools())
-    doc["tools"][0]["description"] = "uses ${nacos.victim-key.json/mcp-credentials}"
-    await running.write(file_of(BYSTANDER, "tools"), json.dumps(doc))
-
-    wire = await running.wire().open()
-    _assert_no_secret(json.dumps(await wire.tools()))
-    status = (await running.state())["servers"][BYSTANDER]
-    assert status["phase"] == "stale"
-    assert status["last_error"]["path"] == "$.tools[0].description"
-    assert "credential reference" in status["last_error"]["reason"]
-
