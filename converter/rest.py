@@ -311,8 +311,8 @@ class RestBinding:
                     "host, so the call was not sent."
                 )
             return self._origin, rest
-        parts = urlsplit(rendered)
-        if parts.scheme or parts.netloc or rendered.startswith(("//", "\\", "/\\")) or _SCHEME.match(rendered):
+        # Read as any URL parser might (WHATWG takes "\\" for "/"): a scheme, or an authority after "//".
+        if _SCHEME.match(rendered) or rendered.replace("\\", "/").startswith("//"):
             raise InvocationError(
                 f"Tool {self.tool_name!r}: requestTemplate.url rendered to an absolute URL, but the destination "
                 "comes from the server's instances and rendering may only give the path and query; "
@@ -640,15 +640,16 @@ class _Compiler:
         is never trusted to name the destination (see the module docstring).
         """
         literal = source.split("{{", 1)[0]
-        if not _SCHEME.match(literal):
+        found = _SCHEME.match(literal)
+        if not found:
             return None
-        parts = urlsplit(literal)
-        if parts.scheme.lower() not in ("http", "https") or not literal[len(parts.scheme) + 1 :].startswith("//"):
+        scheme = found.group()[:-1]
+        if scheme.lower() not in ("http", "https") or not literal[len(scheme) + 1 :].startswith("//"):
             raise self.fail(
-                f"the url has scheme {parts.scheme!r}; use an absolute http(s) URL or a path relative to the backend",
+                f"the url has scheme {scheme!r}; use an absolute http(s) URL or a path relative to the backend",
                 path,
             )
-        authority = literal[len(parts.scheme) + 3 :]
+        authority = literal[len(scheme) + 3 :]
         for end in "/?#":
             authority = authority.split(end, 1)[0]
         if not authority or authority.endswith(_HOST_CONTINUES) or "{" in authority or "}" in authority:
@@ -658,7 +659,15 @@ class _Compiler:
                 "(or make the url relative, to send calls to the server's instances)",
                 path,
             )
-        return f"{parts.scheme}://{authority}"
+        origin = f"{scheme}://{authority}"
+        try:
+            parts = urlsplit(origin)
+            valid = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise self.fail(f"the url's origin {origin!r} is not a valid http(s) host and port", path)
+        return origin
 
     def response_templates(
         self, response: Mapping[str, Any], path: str

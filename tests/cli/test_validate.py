@@ -1,4 +1,4 @@
-"""``mcpgw validate`` is the same judge as the gateway: its checks, instances files included, every problem, no traceback."""
+"""``mcpgw validate`` judges as the gateway does: its checks, instances files included, every problem, no traceback."""
 
 from __future__ import annotations
 
