@@ -25,6 +25,7 @@ listener goes idle meanwhile and never holds up readiness or other servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -265,8 +266,15 @@ class ConfigListener:
         self._service = service
         self._instances = None
         if service is not None:
-            await self._source.subscribe(service, self._on_instances)
-            listed = tuple(await self._source.list_instances(service))
+            try:
+                await self._source.subscribe(service, self._on_instances)
+                listed = tuple(await self._source.list_instances(service))
+            except BaseException:
+                # Not followed after all: the next reconcile must try again, not go on without instances.
+                self._service = None
+                with contextlib.suppress(Exception):
+                    await self._source.unsubscribe(service, self._on_instances)
+                raise
             if self._instances is None:
                 self._instances = listed
 

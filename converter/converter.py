@@ -102,16 +102,13 @@ def _validated(model: type[M], raw: Any, *, where: Mapping[str, str], what: str,
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
+        # (path, message) of each problem; a validator's own sentence without pydantic's "Value error, ".
+        found = [(_pydantic_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
         if problems is not None:
-            problems.extend(
-                ConversionError(f"{what}: {error['msg']}", path=_pydantic_path(error["loc"]), **where)
-                for error in errors[1:]
-            )
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 and problems is None else ""
-        raise ConversionError(
-            f"{what}: {errors[0]['msg']}{more}", path=_pydantic_path(errors[0]["loc"]), **where
-        ) from exc
+            problems.extend(ConversionError(f"{what}: {msg}", path=path, **where) for path, msg in found[1:])
+        more = f" (and {len(found) - 1} more problems)" if len(found) > 1 and problems is None else ""
+        path, msg = found[0]
+        raise ConversionError(f"{what}: {msg}{more}", path=path, **where) from exc
 
 
 def _parse(model: type[M], content: str, *, where: dict[str, str], what: str, problems: Problems = None) -> M:

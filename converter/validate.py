@@ -38,7 +38,7 @@ from converter.converter import (
 )
 from registry.errors import ConversionError
 from remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
-from remote.files import EMPTY_FILE, InstancesFile, decode_config, decode_instances, is_safe_part, key_of
+from remote.files import EMPTY_FILE, InstancesFile, decode_config, decode_instances, key_of
 from remote.jsondoc import JsonDocumentError, load_json
 from remote.memory import VERSIONS_SUFFIX, is_versions_key
 
@@ -195,13 +195,7 @@ def _check_version(
         return [_problem(e, spec_key.data_id) for e in [exc, *collected]]
     problems: list[Problem] = []
     service = service_key_of(spec)
-    instances: InstancesFile | None = None
-    if service is not None:
-        if not all(is_safe_part(part) for part in (service.namespace, service.group, service.service)):
-            problems.append(Problem(spec_key.data_id, "$.remoteServerConfig.serviceRef",
-                                    f"the service {service} cannot be read from a files tree: namespace, group "
-                                    "and service name must be non-empty and contain no '/'"))
-        instances = tree.instances.get(service)
+    instances = tree.instances.get(service) if service is not None else None
     # Checked as if it were the served version, and enabled (a disabled server is still worth checking).
     as_served = dict(json.loads(versions_text), latestPublishedVersion=version, enabled=True,
                      versionDetails=[{"version": version, "release_date": "validate"}])

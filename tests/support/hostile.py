@@ -49,6 +49,9 @@ VERSION = "1.0.0"
 SECRET = "sk-live-7f3a9c2b1e8d4f60"
 CREDENTIAL = ConfigKey("public", "mcp-credentials", "victim-key.json")
 SERVICE = ServiceKey("public", "DEFAULT_GROUP", "backend")
+"""The victim's backend service; each server has its own (``SERVICES``), so one's instances file is its alone."""
+SERVICES = {VICTIM: SERVICE, BYSTANDER: ServiceKey("public", "DEFAULT_GROUP", "bystander-backend"),
+            THIRD: ServiceKey("public", "DEFAULT_GROUP", "third-backend")}
 
 
 @dataclass
@@ -113,8 +116,8 @@ def echo_tools() -> str:
 def tree_files(backend_port: int) -> dict[ConfigKey, str]:
     files: dict[ConfigKey, str] = {CREDENTIAL: SECRET}
     files.update(server_files(VICTIM, "victim", VERSION, victim_tools(backend_port), service=SERVICE.service))
-    files.update(server_files(BYSTANDER, "bystander", VERSION, echo_tools(), service=SERVICE.service))
-    files.update(server_files(THIRD, "third", VERSION, echo_tools(), service=SERVICE.service))
+    files.update(server_files(BYSTANDER, "bystander", VERSION, echo_tools(), service=SERVICES[BYSTANDER].service))
+    files.update(server_files(THIRD, "third", VERSION, echo_tools(), service=SERVICES[THIRD].service))
     return files
 
 
@@ -178,9 +181,10 @@ def write_tree(tree: Path, files: dict[ConfigKey, str], instances: list[dict[str
         path = config_path(tree, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
-    naming = service_path(tree, SERVICE)
-    naming.parent.mkdir(parents=True, exist_ok=True)
-    naming.write_text(json.dumps(instances))
+    for service in SERVICES.values():
+        naming = service_path(tree, service)
+        naming.parent.mkdir(parents=True, exist_ok=True)
+        naming.write_text(json.dumps(instances))
 
 
 @contextlib.asynccontextmanager
