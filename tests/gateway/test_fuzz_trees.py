@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 from converter.validate import validate_tree
 from gateway.cli import _table
 from remote.base import ConfigKey, ServiceKey
-from tests.support.hostile import SERVERS, SERVICES, Stage, config_path, file_of, service_path, stage
+from tests.support.hostile import SERVERS, SERVICES, StageOnItsOwnLoop, config_path, file_of, service_path
 from tests.support.mcp_wire import McpWire
 
 MAX_EXAMPLES = 60
@@ -56,23 +56,13 @@ class Baseline:
     files: dict[ConfigKey | ServiceKey, bytes]
 
 
-class Driver:
-    """The stage on its own event loop, so that a synchronous hypothesis test can drive it example by example."""
+class Driver(StageOnItsOwnLoop):
+    """The stage, one MCP session on ``/mcp``, and what was served before any mutation."""
 
     def __init__(self, tmp: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._stage_cm = stage(tmp)
-        self.stage: Stage = self.run(self._stage_cm.__aenter__())
+        super().__init__(tmp)
         self.wire: McpWire = self.run(self.stage.wire().open())
-        self.baseline = self.run(self._baseline())
-        self.examples = 0
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
-
-    def close(self) -> None:
-        self.run(self._stage_cm.__aexit__(None, None, None))
-        self.loop.close()
+        self.baseline: Baseline = self.run(self._baseline())
 
     def key(self, server_id: str, kind: str) -> ConfigKey | ServiceKey:
         return SERVICES[server_id] if kind == "instances" else file_of(server_id, kind)
@@ -254,7 +244,6 @@ def test_a_mutated_file_never_hurts_the_gateway_or_other_servers_and_is_reported
 ) -> None:
     key, content = data.draw(mutations(driver.baseline.files), label="mutation")
     server_id = next(sid for sid in SERVERS for kind in KINDS if driver.key(sid, kind) == key)
-    driver.examples += 1
     try:
         driver.run(_check_example(driver, key, content, server_id))
     finally:

@@ -212,6 +212,27 @@ async def stage(tmp: Path, **settings: Any) -> AsyncIterator[Stage]:
         yield Stage(url, tree, gateway, backend, traps, backend_port, trap_port, http)
 
 
+class StageOnItsOwnLoop:
+    """The stage on a private event loop, for synchronous hypothesis tests that drive one stage example by example.
+
+    (Hypothesis runs each example as a plain call; the stage's servers run
+    whenever ``run`` runs the loop, and wait in their sockets' backlog between.)
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._stage = stage(tmp)
+        self.stage: Stage = self.run(self._stage.__aenter__())
+
+    def run(self, coro: Any) -> Any:
+        """Run ``coro`` to its end on the stage's loop, bounded."""
+        return self.loop.run_until_complete(asyncio.wait_for(coro, 30))
+
+    def close(self) -> None:
+        self.run(self._stage.__aexit__(None, None, None))
+        self.loop.close()
+
+
 def _listening(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
