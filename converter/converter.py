@@ -235,6 +235,19 @@ def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[tuple[Insta
     return tuple(by_id[k] for k in sorted(by_id)), tuple(dropped)
 
 
+def backend_scheme(spec: ServerSpec) -> str:
+    """``http`` or ``https`` towards the server's instances (an instance's ``metadata.protocol`` still wins).
+
+    Nacos keeps the backend's transport in ``serviceRef.transportProtocol``: its console writes it for every
+    remote server, and for an MCP server given by an ``https://`` URL it is the only place that says so
+    (``protocol`` is then ``mcp-sse`` or ``mcp-streamable``).  A REST server's ``protocol`` says it too; when
+    the two disagree, https wins: a credential meant for TLS must not go out in clear text.
+    """
+    ref = spec.remoteServerConfig.serviceRef if spec.remoteServerConfig else None
+    transport = (ref.transportProtocol or "").strip().lower() if ref is not None else ""
+    return "https" if "https" in (transport, spec.protocol) else "http"
+
+
 def cluster_name(server_id: str, service: ServiceKey) -> str:
     """Stable per server and serviceRef, unique across servers (a peer keyed clusters by tool name)."""
     return ".".join(
@@ -362,7 +375,7 @@ class ConfigConverter:
                 **spec_where,
             )
         backend: BackendKind = "rest" if protocol in REST_PROTOCOLS else protocol  # type: ignore[assignment]
-        scheme = "https" if protocol == "https" else "http"
+        scheme = backend_scheme(spec)
 
         service = service_key_of(spec)
         cluster: Cluster | None = None

@@ -103,7 +103,8 @@ _RESPONSE_KEYS = frozenset(("body", "prependBody", "appendBody"))
 _METHOD = re.compile(r"[A-Za-z]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PATH_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
-_FORBIDDEN_IN_HEADER = re.compile(r"[\r\n\x00]")
+# Control characters (HTAB aside) cannot be sent in a header value: refuse them as the caller's mistake.
+_FORBIDDEN_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[\ud800-\udfff]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 # RFC 3986 characters a path, query or fragment may hold as they are ("%" too: escapes stay escapes).
 _URL_SAFE = "/?#@!$&'()*+,;=:%-._~"
@@ -331,7 +332,8 @@ class RestBinding:
     def _header_value(self, name: str, value: str) -> str:
         if _FORBIDDEN_IN_HEADER.search(value):
             raise InvocationError(
-                f"Tool {self.tool_name!r}: the value for header {name!r} contains a line break; "
+                f"Tool {self.tool_name!r}: the value for header {name!r} contains a line break or another "
+                "control character; "
                 "header values must be a single line."
             )
         return value
@@ -373,7 +375,7 @@ class RestBinding:
                 "requestTemplate.security.credential or the config it refers to."
             )
         if _FORBIDDEN_IN_HEADER.search(credential):
-            raise InvocationError(f"Tool {self.tool_name!r}: {field} contains a line break.")
+            raise InvocationError(f"Tool {self.tool_name!r}: {field} contains a line break or a control character.")
         if security.kind == "apiKey-query":
             return _add_query(url, [(security.name, credential)]), headers
         if security.kind == "bearer":

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import structlog
+import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.applications import Starlette
@@ -29,9 +30,13 @@ from starlette.types import ASGIApp
 
 from adapter.discovery import MCPServerAdapter
 from gateway.catalog import GatewayCatalog
+from gateway.circuit import CircuitBreakers
 from gateway.connect_api import ConnectApi
+from gateway.http_protocol import HttpLimits, limited_protocol
+from gateway.mcp_edge import SessionLimits
 from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
+from gateway.rendering import Renderer
 from gateway.settings import Settings
 from gateway.upstream_http import HttpProbe, UpstreamHttp
 from registry.describe import describe_state
@@ -205,17 +210,27 @@ class Gateway:
             self.cluster_source, self.store, namespace=settings.namespace, interval=settings.discovery_interval,
             backend_tools=McpBackendTools(self.mcp_pool, timeout=settings.upstream_timeout),
         )
-        self.http = UpstreamHttp()
+        self.http = UpstreamHttp(max_body=settings.upstream_max_response_bytes)
         self.catalog = GatewayCatalog(
             self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
             timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
+            renderer=Renderer(settings.templates.limits()),
+            circuits=CircuitBreakers(
+                lambda name: settings.balancing.circuit_for(self.store.current.clusters.get(name))
+            ),
         )
         self.health = HealthChecker(
             self.store, self.clusters, settings.balancing.health_check_for, HttpProbe(self.http)
         )
-        self.endpoints = McpEndpoints(self.catalog, McpServeOptions(tool_call_timeout=self.catalog.longest_timeout + 5))
+        self.endpoints = McpEndpoints(self.catalog, McpServeOptions(
+            tool_call_timeout=self.catalog.longest_timeout + 5,
+            session_idle_timeout=settings.sessions.idle_timeout,
+            sessions=SessionLimits(settings.sessions.max_total, settings.sessions.max_per_client),
+        ))
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
-                                      token=settings.connect_token, default_ttl=settings.connect_ttl)
+                                      token=settings.connect_token, default_ttl=settings.connect_ttl,
+                                      max_body=settings.connect_max_body, max_depth=settings.connect_max_depth)
+        self.draining = False
         self.metrics = CollectorRegistry()
         self.metrics.register(_StateCollector(self))
         self.started_at = time.time()
@@ -246,10 +261,20 @@ class Gateway:
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def drain(self, grace: float | None = None) -> None:
+        """The graceful half of a shutdown: not ready at once, no new sessions, calls in flight get ``grace`` seconds.
+
+        ``grace`` defaults to the ``drain_timeout`` setting; calls still running
+        after it are answered with an error (not counted against their backends).
+        """
+        self.draining = True
+        await self.endpoints.drain(self.settings.drain_timeout if grace is None else grace)
+
     async def readyz(self, request: Request) -> Response:
-        ready = self.adapter.ready.is_set()
+        ready = self.adapter.ready.is_set() and not self.draining
         return JSONResponse(
-            {"ready": ready, "state_version": self.store.current.version}, status_code=200 if ready else 503
+            {"ready": ready, "draining": self.draining, "state_version": self.store.current.version},
+            status_code=200 if ready else 503,
         )
 
     async def admin_state(self, request: Request) -> Response:
@@ -260,6 +285,16 @@ class Gateway:
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
+
+    def uvicorn_config(self, **options: Any) -> uvicorn.Config:
+        """How uvicorn serves this gateway: its app, its lifespan, and the HTTP limits of the ``http`` settings."""
+        limits = self.settings.http
+        return uvicorn.Config(
+            self.asgi(), lifespan="on",
+            http=limited_protocol(HttpLimits(limits.max_header_bytes, limits.max_headers, limits.header_timeout,
+                                             limits.keep_alive_timeout)),
+            **options,
+        )
 
     def asgi(self) -> ASGIApp:
         @contextlib.asynccontextmanager

@@ -36,6 +36,7 @@ import structlog
 
 from converter.arguments import InvalidArguments
 from converter.rest import RestBinding, RestResult
+from gateway.circuit import CircuitBreakers, CircuitLimits
 from gateway.mcp_endpoints import InvalidArgumentsError, UnknownToolError
 from gateway.mcp_upstream import (
     McpUpstreamPool,
@@ -44,6 +45,7 @@ from gateway.mcp_upstream import (
     UpstreamTransport,
     UpstreamUnavailable,
 )
+from gateway.rendering import INLINE_DATA, Renderer, larger_than
 from gateway.upstream_http import UpstreamHttp, UpstreamHttpError
 from registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
 from registry.errors import InvocationError
@@ -126,12 +128,16 @@ class GatewayCatalog:
         http: UpstreamHttp,
         mcp_pool: McpUpstreamPool,
         timeouts: TimeoutPolicy | None = None,
+        renderer: Renderer | None = None,
+        circuits: CircuitBreakers | None = None,
     ) -> None:
         self._store = store
         self._clusters = clusters
         self._http = http
         self._mcp = mcp_pool
         self._timeouts = timeouts or TimeoutPolicy()
+        self.renderer = renderer or Renderer()
+        self.circuits = circuits or CircuitBreakers(lambda _cluster: CircuitLimits())
         self._listing_cache: dict[str, tuple[object, list[types.Tool]]] = {}
         self._evictions: set[asyncio.Task[None]] = set()
         self._unsubscribe_departures = clusters.on_departure(self._on_departure)
@@ -253,7 +259,13 @@ class GatewayCatalog:
             else:
                 budget, shown = remaining, limits.timeout
             try:
-                return await attempt(instance, runtime, budget, shown)
+                if tool.cluster is None:
+                    return await attempt(instance, runtime, budget, shown)
+                await self.circuits.acquire(tool.cluster, budget)
+                try:
+                    return await attempt(instance, runtime, budget, shown)
+                finally:
+                    self.circuits.release(tool.cluster)
             except (UpstreamError, _FailedAnswer) as exc:
                 failure = exc
             if instance is not None:
@@ -272,18 +284,24 @@ class GatewayCatalog:
         binding: RestBinding = tool.binding
         args = tool.validator.validate(arguments)
         config = server.template_config
+        render = self.renderer.run
+        big_args = larger_than(args, INLINE_DATA)
         if binding.is_direct:
-            return _result(binding.render_direct(args, config))
+            return _result(await render(binding.render_direct, args, config, big=big_args))
         has_output = tool.output_schema is not None
+
+        def map_response(status: int, headers: Mapping[str, str], body: bytes, secrets: frozenset[str]) -> RestResult:
+            return binding.map_response(status, headers, body, has_output_schema=has_output, secrets=secrets)
 
         async def attempt(
             instance: Instance | None, runtime: ClusterRuntime | None, budget: float, shown: float
         ) -> types.CallToolResult:
-            request = binding.build_request(args, config, instance.base_url if instance else None)
+            base_url = instance.base_url if instance else None
+            request = await render(binding.build_request, args, config, base_url, big=big_args)
             where = instance.id if instance else "the configured URL"
             status, headers, body = await self._send(tool, request, instance, runtime, budget, shown, where)
             result = _result(
-                binding.map_response(status, headers, body, has_output_schema=has_output, secrets=request.secrets)
+                await render(map_response, status, headers, body, request.secrets, big=len(body) > INLINE_DATA)
             )
             if status >= 500:
                 raise _FailedAnswer(result)
@@ -306,21 +324,32 @@ class GatewayCatalog:
         started = time.perf_counter()
         ok = False
         timed_out = False
+        abandoned = True  # until the backend answered or failed: a cancelled call says nothing about it
         try:
             status, headers, body = await self._http.request(
                 request.method, request.url, headers=request.headers, body=request.body, timeout=budget
             )
             ok = status < 500
+            abandoned = False
         except UpstreamHttpError as exc:
             timed_out = exc.timed_out
-            if exc.timed_out:
+            abandoned = exc.not_sent
+            if exc.not_sent:
+                raise InvocationError(f"tool {tool.name}: {exc}; check the arguments") from exc
+            if exc.too_large:
+                message = f"tool {tool.name}: backend {where} answered too much: {exc}"
+            elif exc.timed_out:
                 message = f"tool {tool.name}: backend {where} did not answer within {shown:g} s"
             else:
                 message = f"tool {tool.name}: cannot reach backend {where}: {exc}"
             raise UpstreamError(message, connect_failed=exc.connect_failed) from exc
         finally:
             if runtime is not None and instance is not None:
-                runtime.record_finish(instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out)
+                latency = time.perf_counter() - started
+                if abandoned:
+                    runtime.record_abandoned(instance.id, latency=latency)
+                else:
+                    runtime.record_finish(instance.id, ok=ok, latency=latency, timed_out=timed_out)
         return status, headers, body
 
     async def _call_mcp(self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None,
@@ -338,6 +367,7 @@ class GatewayCatalog:
             started = time.perf_counter()
             ok = False
             timed_out = False
+            abandoned = False
             try:
                 # The pool bounds the call too; this bound holds even while it opens a session.
                 async with asyncio.timeout(budget):
@@ -346,6 +376,9 @@ class GatewayCatalog:
                     )
                 ok = True
                 return result
+            except asyncio.CancelledError:
+                abandoned = True  # the gateway gave the call up (a drain): the backend did nothing wrong
+                raise
             except (TimeoutError, UpstreamTimeout) as exc:
                 timed_out = True
                 raise UpstreamError(
@@ -360,9 +393,11 @@ class GatewayCatalog:
                 raise
             finally:
                 if runtime is not None:
-                    runtime.record_finish(
-                        instance.id, ok=ok, latency=time.perf_counter() - started, timed_out=timed_out
-                    )
+                    latency = time.perf_counter() - started
+                    if abandoned:
+                        runtime.record_abandoned(instance.id, latency=latency)
+                    else:
+                        runtime.record_finish(instance.id, ok=ok, latency=latency, timed_out=timed_out)
 
         return await self._with_retries(server, tool, session_id, attempt)
 
@@ -388,5 +423,6 @@ class GatewayCatalog:
     async def aclose(self) -> None:
         """Stop following departures and finish the evictions under way."""
         self._unsubscribe_departures()
+        self.renderer.close()
         if self._evictions:
             await asyncio.gather(*self._evictions, return_exceptions=True)

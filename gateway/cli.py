@@ -14,8 +14,10 @@ import errno
 import json
 import logging
 import re
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +80,27 @@ def _check_port_free(host: str, port: int) -> None:
 # -- serve ---------------------------------------------------------------------
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handling: ``_serve`` drains the gateway on SIGTERM first.
+
+    uvicorn would stop accepting and wait for connections at once, then
+    re-raise the signal after a clean stop (exit status 143).
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening.set()
+
+
 async def _serve(settings: Any) -> None:
     from gateway.app import Gateway
     from gateway.demo_backend import create_demo_backend
@@ -88,25 +111,54 @@ async def _serve(settings: Any) -> None:
     servers = []
     if settings.start_demo_backend:
         _check_port_free("127.0.0.1", 18081)
-        servers.append(uvicorn.Server(uvicorn.Config(create_demo_backend(), host="127.0.0.1", port=18081,
-                                                     log_level="warning", lifespan="off")))
-    config = uvicorn.Config(gateway.asgi(), host=settings.host, port=settings.port, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=5)
-    main = uvicorn.Server(config)
+        servers.append(_Server(uvicorn.Config(create_demo_backend(), host="127.0.0.1", port=18081,
+                                              log_level="warning", lifespan="off")))
+    config = gateway.uvicorn_config(host=settings.host, port=settings.port, log_level="warning",
+                                    timeout_graceful_shutdown=5)
+    main = _Server(config)
     servers.append(main)
     log = structlog.get_logger("mcpgw")
     source = f"nacos {settings.nacos}" if settings.nacos else f"files {settings.files_root}"
     log.info("gateway.starting", source=source, url=f"http://{settings.host}:{settings.port}/mcp",
              demo_backend=settings.start_demo_backend)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
     tasks = [asyncio.create_task(s.serve()) for s in servers]
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for s in servers:
-        s.should_exit = True
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        exc = task.exception()
+    stop = asyncio.create_task(stopping.wait())
+    try:
+        announced = asyncio.create_task(_announce_listening(main, log))
+        done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+        announced.cancel()
+        if stop in done:
+            stopping.clear()
+            draining = asyncio.create_task(gateway.drain())
+            # A second signal cuts the drain short.
+            await asyncio.wait([draining, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
+            draining.cancel()
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        stop.cancel()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    log.info("gateway.stopped")
+    for task in tasks:
+        exc = task.exception() if task.done() and not task.cancelled() else None
         if exc is not None:
             raise exc
+
+
+async def _announce_listening(server: _Server, log: Any) -> None:
+    """Log where the gateway listens once uvicorn accepts connections (with ``--port 0``: the port it got)."""
+    await server.listening.wait()
+    for listener in getattr(server, "servers", []):
+        for sock in listener.sockets:
+            host, port = sock.getsockname()[:2]
+            log.info("gateway.listening", url=f"http://{host}:{port}/mcp")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

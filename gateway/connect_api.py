@@ -31,6 +31,15 @@ the change has been delivered to the listeners of that service and they
 have applied it (bounded by ``settle_timeout``; ``applied`` in the answer
 says whether that bound was met), so the next tool call already sees it.
 
+What a connect request may hold is bounded and spelled out, since every
+field ends up in a URL or a path: ``host`` is an IP address or a DNS host
+name (no port, scheme or path: ``127.0.0.1:9999`` or ``http://h/`` is
+refused, naming the field), ``port`` a JSON integer; ``serverId``,
+``serverName`` and ``groupName`` are made of ``NAME_CHARSET`` (letters,
+digits, ``.``, ``_``, ``-``, ``:``; not starting with ``.`` or ``-``) so that
+every connected server can be named in the DELETE path.  A body is at most
+``max_body`` bytes and ``max_depth`` levels of arrays and objects deep.
+
 Whoever can connect a backend can steer tool calls to any address, so the
 API is guarded: with ``connect_token`` set, every request must carry
 ``Authorization: Bearer <token>``; without it, only loopback callers (a
@@ -45,12 +54,13 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -64,6 +74,7 @@ from remote.overlay import RegisteringSource, register_name
 log = structlog.get_logger("mcpgw.connect")
 
 MAX_BODY = 64 * 1024  # a connect request is a few hundred bytes; anything far larger is a mistake or an attack
+MAX_DEPTH = 8  # the body is an object holding one object (metadata) of strings: depth 2
 MAX_METADATA_ENTRIES = 64
 MAX_METADATA_KEY = 256
 MAX_METADATA_VALUE = 4096
@@ -74,19 +85,49 @@ MAX_WEIGHT = 10000.0  # what Nacos accepts, so a server moving between Nacos and
 _MetadataKey = Annotated[str, Field(min_length=1, max_length=MAX_METADATA_KEY)]
 _MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
 
+NAME_CHARSET = "letters, digits, '.', '_', '-' and ':', starting with a letter, a digit or '_'"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"must be made of {NAME_CHARSET}")
+    return value
+
+
+def _host(value: str) -> str:
+    """An IP address or a DNS host name, nothing else (a port, scheme, path or user goes elsewhere or nowhere)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    labels = value.split(".")
+    if all(_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit():
+        return value.lower()
+    hint = ""
+    if any(mark in value for mark in "/?#@"):
+        hint = "; give only the host, without scheme, user, path or query"
+    elif ":" in value and not value.startswith("["):
+        hint = "; give the port in 'port'"
+    raise ValueError(f"must be an IP address or a DNS host name (letters, digits, '-' and dots){hint}")
+
+
+_Name = Annotated[str, AfterValidator(_name)]
+
 
 class ConnectRequest(BaseModel):
     """The body of ``POST /api/mcp/servers/connect``; unknown fields are rejected (a typo must not pass)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
 
-    serverId: str = Field(min_length=1, max_length=256)
-    serverName: str = Field(min_length=1, max_length=512)
-    host: str = Field(min_length=1, max_length=253, pattern=r"^\S+$")
+    serverId: _Name = Field(min_length=1, max_length=256)
+    serverName: _Name = Field(min_length=1, max_length=512)
+    host: Annotated[str, AfterValidator(_host)] = Field(min_length=1, max_length=253)
     port: int = Field(ge=1, le=65535, strict=True)
     weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
     metadata: dict[_MetadataKey, _MetadataValue] = Field(default_factory=dict, max_length=MAX_METADATA_ENTRIES)
-    groupName: str | None = Field(default=None, min_length=1)
+    groupName: _Name | None = Field(default=None, min_length=1, max_length=256)
     namespaceId: str | None = Field(default=None, min_length=1)
     ttlSeconds: float | None = Field(default=None, ge=1, le=MAX_TTL, allow_inf_nan=False)
     """Lease: the connection ends unless this request is sent again within that many seconds."""
@@ -112,6 +153,35 @@ async def _bounded_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def json_depth_problem(body: bytes, limit: int) -> str | None:
+    """Where ``body`` nests arrays and objects deeper than ``limit`` (a sentence with the byte offset), if it does.
+
+    A scan of the brackets outside strings, before any parsing: ``json.loads``
+    of a 20,000-deep document would recurse until Python gives up.
+    """
+    depth = 0
+    in_string = False
+    escaped = False
+    for offset, byte in enumerate(body):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return (f"the body nests arrays and objects more than {limit} levels deep (at byte {offset}); "
+                        "a connect request is one object whose metadata is an object of strings")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return None
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -154,6 +224,8 @@ class ConnectApi:
         settle_timeout: float = 5.0,
         token: str | None = None,
         default_ttl: float | None = None,
+        max_body: int = MAX_BODY,
+        max_depth: int = MAX_DEPTH,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._register = register
@@ -162,6 +234,8 @@ class ConnectApi:
         self._settle_timeout = settle_timeout
         self._token = token.encode() if token else None
         self._default_ttl = default_ttl
+        self._max_body = max_body
+        self._max_depth = max_depth
         self.clock = clock
         self._leases: dict[tuple[str, str], float] = {}
         """(service name, server id) → when its lease ends, on ``clock``."""
@@ -234,13 +308,17 @@ class ConnectApi:
                              "gateway's connect_token (MCPGW_CONNECT_TOKEN) and send it as a bearer token")
 
     async def connect(self, request: Request) -> Response:
-        body_bytes = await _bounded_body(request, MAX_BODY)
+        body_bytes = await _bounded_body(request, self._max_body)
         if body_bytes is None:
-            return _problem(413, f"the connect request is larger than {MAX_BODY} bytes; send only serverId, "
-                                 "serverName, host, port and the optional fields")
+            return _problem(413, f"the connect request is larger than {self._max_body} bytes "
+                                 "(connect_max_body); send only serverId, serverName, host, port and the "
+                                 "optional fields")
+        too_deep = json_depth_problem(body_bytes, self._max_depth)
+        if too_deep is not None:
+            return _problem(400, f"{too_deep} (connect_max_depth)")
         try:
             raw = json.loads(body_bytes)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return _problem(400, f"the body is not valid JSON ({exc}); send a JSON object with serverId, "
                                  "serverName, host and port")
         try:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -55,23 +55,35 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
-from mcp.server.streamable_http_manager import (
-    DEFAULT_MAX_SESSIONS,
-    DEFAULT_SESSION_IDLE_TIMEOUT,
-    StreamableHTTPSessionManager,
-)
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.mcp_edge import (
+    MAX_BODY,
+    SERVER_BUSY,
+    Envelope,
+    Reply,
+    SessionLimits,
+    SessionTable,
+    client_of,
+    envelope_problem,
+    parse_message,
+    read_body,
+    replay,
+)
 from registry.errors import InvocationError
 
 log = structlog.get_logger("mcpgw.mcp")
+
+_ANSWER_STOPPED_CALLS_WITHIN = 5.0
+"""Seconds a drain waits, once it stopped the calls still running, for their answers to be written."""
 
 AGGREGATE_ENDPOINT = ""
 """The endpoint name of the aggregate ``/mcp`` endpoint."""
@@ -119,8 +131,10 @@ class McpServeOptions:
     prefix: str = "/mcp"
     json_response: bool = True
     """Answer POSTs with JSON instead of an SSE stream (about twice as fast in this SDK)."""
-    session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT
-    max_sessions_per_endpoint: int | None = DEFAULT_MAX_SESSIONS
+    session_idle_timeout: float | None = 600.0
+    """Seconds without a request (or an open GET stream) after which a session is closed."""
+    sessions: SessionLimits = field(default_factory=SessionLimits)
+    """Open sessions, over every endpoint: in total and per client address (``gateway.mcp_edge``)."""
     security: TransportSecuritySettings | None = None
     """Host/Origin checks against DNS rebinding; ``None`` accepts any host, as a network gateway must."""
     tool_call_timeout: float = 120.0
@@ -130,12 +144,29 @@ class McpServeOptions:
     server_version: str = "0.1.0"
 
 
+class _SessionManager(StreamableHTTPSessionManager):
+    """The SDK's manager, telling the gateway's session table when a session ends, and able to end one."""
+
+    def __init__(self, *args: Any, on_discard: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_discard = on_discard
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        self._on_discard(session_id)
+        await super()._discard_session(session_id, transport)
+
+    async def close_session(self, session_id: str) -> None:
+        transport = self._server_instances.get(session_id)
+        if transport is not None:
+            await self._discard_session(session_id, transport)
+
+
 @dataclass(eq=False)
 class _Endpoint:
     """One served endpoint: its SDK server, session manager and live sessions."""
 
     name: str
-    manager: StreamableHTTPSessionManager
+    manager: _SessionManager
     bus: InMemorySubscriptionBus
     listen: ListenHandler
     connections: set[Connection] = field(default_factory=set)
@@ -210,6 +241,20 @@ class _Front:
             await self._app(scope, receive, send)
 
 
+def _header(scope_or_message: Scope | Message, name: bytes) -> str | None:
+    for key, value in scope_or_message.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _quietly(work: Awaitable[None]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("mcp.session.close_failed")
+
+
 async def _send_json_error(send: Send, status: int, code: int, message: str) -> None:
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}).encode()
     await send(
@@ -237,6 +282,14 @@ class McpEndpoints:
         self._endpoints: dict[str, _Endpoint] = {}
         self._task_group: asyncio.TaskGroup | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.sessions = SessionTable(self._options.sessions, self._spawn)
+        self.draining = False
+        """Set when the gateway drains (SIGTERM): new sessions are refused with 503."""
+        self._drain_expired = False
+        self._call_bounds: set[asyncio.Timeout] = set()
+        self._posts = 0
+        self._posts_idle = asyncio.Event()
+        self._posts_idle.set()
 
     def routes(self) -> list[Route]:
         """Starlette routes for the aggregate and the per-server endpoints (all methods)."""
@@ -303,12 +356,120 @@ class McpEndpoints:
             await _send_json_error(
                 send,
                 503,
-                types.INTERNAL_ERROR,
+                SERVER_BUSY,
                 f"The MCP endpoint {self.path_of(endpoint)} is not running (the gateway is starting or "
                 "stopping); retry in a moment.",
             )
             return
-        await served.manager.handle_request(scope, receive, send)
+        await self._through_the_edge(served, scope, receive, send)
+
+    async def _through_the_edge(self, served: _Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request (``gateway.mcp_edge``), then let the SDK's manager serve it."""
+        session_id = _header(scope, b"mcp-session-id")
+        if scope["method"] == "POST":
+            self._posts += 1
+            self._posts_idle.clear()
+            try:
+                await self._post_through_the_edge(served, session_id, scope, receive, send)
+            finally:
+                self._posts -= 1
+                if self._posts == 0:
+                    self._posts_idle.set()
+            return
+        await self._to_the_manager(served, session_id, Envelope(None, None), scope, receive, send)
+
+    async def _post_through_the_edge(
+        self, served: _Endpoint, session_id: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        body = await read_body(receive, MAX_BODY)
+        if body is None:
+            await Reply(413, types.INVALID_REQUEST, f"Request body too large: an MCP message is at most "
+                        f"{MAX_BODY} bytes").send(send)
+            return
+        parsed = parse_message(body)
+        checked = parsed if isinstance(parsed, Reply) else envelope_problem(parsed)
+        if isinstance(checked, Reply):
+            await checked.send(send)
+            return
+        await self._to_the_manager(served, session_id, checked, scope, replay(body, receive), send)
+
+    async def _to_the_manager(
+        self, served: _Endpoint, session_id: str | None, envelope: Envelope, scope: Scope, receive: Receive,
+        send: Send,
+    ) -> None:
+        if session_id is None:
+            if envelope.method == "initialize":
+                await self._open_session(served, scope, receive, send)
+            else:
+                await served.manager.handle_request(scope, receive, send)
+            return
+        refusal = self.sessions.begin(session_id, envelope.request_id)
+        if refusal is not None:
+            await refusal.send(send)
+            return
+        try:
+            await served.manager.handle_request(scope, receive, send)
+        finally:
+            self.sessions.end(session_id, envelope.request_id)
+
+    async def _open_session(self, served: _Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining:
+            await Reply(503, SERVER_BUSY, "The gateway is shutting down and opens no new sessions; connect "
+                        "to another instance", headers=((b"connection", b"close"),)).send(send)
+            return
+        client = client_of(scope)
+        refusal = self.sessions.admit(client)
+        if refusal is not None:
+            log.warning("mcp.session.refused", client=client, endpoint=self.path_of(served.name),
+                        status=refusal.status)
+            await refusal.send(send)
+            return
+        opened: list[str] = []
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                found = _header(message, b"mcp-session-id")
+                if found is not None:
+                    opened.append(found)
+            await send(message)
+
+        manager = served.manager
+        try:
+            await manager.handle_request(scope, receive, watch)
+        finally:
+            session_id = opened[0] if opened else None
+            self.sessions.opened(client, session_id, served.name, lambda: manager.close_session(session_id or ""))
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new sessions, give the requests in flight ``grace`` seconds, then end the calls still running.
+
+        A tool call ended here is answered with an error result saying the
+        gateway is shutting down (its backend is not blamed); then every
+        endpoint stops, closing its sessions and their GET streams.
+        """
+        self.draining = True
+        log.info("mcp.drain.started", posts_in_flight=self._posts, calls_in_flight=len(self._call_bounds),
+                 grace_s=grace)
+        try:
+            async with asyncio.timeout(grace):
+                await self._posts_idle.wait()
+        except TimeoutError:
+            self._drain_expired = True
+            log.warning("mcp.drain.expired", calls_stopped=len(self._call_bounds), grace_s=grace)
+            now = asyncio.get_running_loop().time()
+            for bound in list(self._call_bounds):
+                bound.reschedule(now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_ANSWER_STOPPED_CALLS_WITHIN):
+                    await self._posts_idle.wait()
+        for served in list(self._endpoints.values()):
+            self._stop(served)
+        log.info("mcp.drain.done")
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task_group = self._task_group
+        if task_group is not None:
+            task_group.create_task(_quietly(work))
 
     def _endpoint_for(self, path: str) -> str | None:
         if path in (self._prefix, self._prefix + "/"):
@@ -338,6 +499,7 @@ class McpEndpoints:
         catalog = self._catalog
         path = self.path_of(name)
         options = self._options
+        bounds = self._call_bounds
 
         def gone() -> MCPError:
             return MCPError(
@@ -360,13 +522,22 @@ class McpEndpoints:
                 raise gone()
             tool = params.name
             try:
-                async with asyncio.timeout(options.tool_call_timeout):
-                    return await catalog.call_tool(name, tool, params.arguments, session_id=_session_id_of(ctx))
+                async with asyncio.timeout(options.tool_call_timeout) as bound:
+                    bounds.add(bound)
+                    try:
+                        return await catalog.call_tool(name, tool, params.arguments, session_id=_session_id_of(ctx))
+                    finally:
+                        bounds.discard(bound)
             except UnknownToolError as exc:
                 raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
             except InvocationError as exc:
                 return _error_result(str(exc))
             except TimeoutError:
+                if self._drain_expired:
+                    return _error_result(
+                        f"The gateway is shutting down and stopped tool {tool!r} on {path} after its drain time; "
+                        "the backend may or may not have completed it. Retry on another gateway instance."
+                    )
                 log.warning("mcp.call.timeout", endpoint=path, tool=tool, seconds=options.tool_call_timeout)
                 return _error_result(
                     f"Tool {tool!r} on {path} did not answer within {options.tool_call_timeout:g} s and the "
@@ -394,12 +565,13 @@ class McpEndpoints:
             on_subscriptions_listen=listen,
             get_tool_input_schema=input_schema,
         )
-        manager = StreamableHTTPSessionManager(
+        manager = _SessionManager(
             app=server,
             json_response=options.json_response,
             security_settings=options.security,
             session_idle_timeout=options.session_idle_timeout,
-            max_sessions=options.max_sessions_per_endpoint,
+            max_sessions=None,  # bounded over all endpoints and per client by the session table
+            on_discard=self.sessions.closed,
         )
         served = _Endpoint(name=name, manager=manager, bus=bus, listen=listen)
 

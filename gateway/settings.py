@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from converter.template import RenderLimits
+from gateway.circuit import CircuitLimits
 from registry.balancing import (
     DEFAULT_STRATEGY,
     BalancingPolicy,
@@ -97,6 +99,16 @@ class HealthCheckSettings(_Section):
         return self
 
 
+class CircuitBreakerSettings(_Section):
+    """Envoy's circuit breaker for a cluster (``gateway.circuit``): attempts in flight, and waiting for a slot."""
+
+    max_requests: int = Field(default=1024, ge=1)
+    max_pending: int = Field(default=1024, ge=0)
+
+    def limits(self) -> CircuitLimits:
+        return CircuitLimits(self.max_requests, self.max_pending)
+
+
 class ToolSettings(_Section):
     """Limits of one tool's calls (``timeout`` covers every attempt, ``try_timeout`` one)."""
 
@@ -113,6 +125,8 @@ class ServiceSettings(ToolSettings):
     strategy: str | None = None
     health_check: HealthCheckSettings | None = None
     """Present: checks run for this service unless it says ``enabled: false``."""
+    circuit_breaker: CircuitBreakerSettings | None = None
+    """Replaces ``balancing.circuit_breaker`` for this service's clusters."""
 
     @field_validator("strategy")
     @classmethod
@@ -132,6 +146,8 @@ class BalancingSettings(_Section):
     retry_budget: RetryBudgetSettings = Field(default_factory=RetryBudgetSettings)
     health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     """The default for every cluster; off unless ``enabled: true``."""
+    circuit_breaker: CircuitBreakerSettings = Field(default_factory=CircuitBreakerSettings)
+    """The default limits of every cluster's circuit breaker."""
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
     tools: dict[str, ToolSettings] = Field(default_factory=dict)
     """Keyed ``server/tool``: the server's name (or id) and the tool's name in its spec."""
@@ -173,6 +189,13 @@ class BalancingSettings(_Section):
             tools={key: t.limits() for key, t in self.tools.items()},
         )
 
+    def circuit_for(self, cluster: Cluster | None) -> CircuitLimits:
+        """The circuit breaker limits of ``cluster``: its service's, else the default."""
+        service = lookup_cluster(self.services, cluster)
+        if service is not None and service.circuit_breaker is not None:
+            return service.circuit_breaker.limits()
+        return self.circuit_breaker.limits()
+
     def health_check_for(self, cluster: Cluster) -> HealthCheckPolicy | None:
         """The active health check of ``cluster``, or ``None`` when it is not checked."""
         service = lookup_cluster(self.services, cluster)
@@ -181,6 +204,52 @@ class BalancingSettings(_Section):
                 return None
             return service.health_check.merged(self.health_check).policy()
         return self.health_check.policy() if self.health_check.enabled else None
+
+
+# -- budgets against hostile input (issue 11: limits of templates, sessions, HTTP, circuits) -----------
+
+
+class TemplateSettings(_Section):
+    """What one template render may spend (``converter.template.RenderLimits``)."""
+
+    max_steps: int = Field(default=1_000_000, ge=1)
+    """``range`` iterations and function calls (and the size of what functions build)."""
+    max_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    """Characters written, and the size of any string, list or map built while rendering."""
+    max_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+
+    def limits(self) -> RenderLimits:
+        return RenderLimits(self.max_steps, self.max_output_bytes, self.max_seconds)
+
+
+class SessionSettings(_Section):
+    """MCP sessions (handshake era): bounded in total and per client address, reclaimed when idle.
+
+    At a bound, the least recently used idle session (of that client, or of
+    all) is closed to make room; only when every session is busy is the new
+    one refused.
+    """
+
+    max_total: int = Field(default=10_000, ge=1)
+    max_per_client: int = Field(default=100, ge=1)
+    idle_timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    """Seconds without a request (and without an open GET stream) after which a session is closed."""
+
+
+class HttpSettings(_Section):
+    """Limits of the HTTP/1.1 connections the gateway accepts (``gateway.http_protocol``)."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """The request line and headers together; more answers 431."""
+    max_headers: int = Field(default=100, ge=1)
+    """Header fields in one request; more answers 431."""
+    header_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    """Seconds a client has to send a complete request head once it connected or started one; then 408."""
+    keep_alive_timeout: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    """Seconds an idle keep-alive connection stays open."""
+
+
+_SECTIONS = ("balancing", "templates", "sessions", "http")
 
 
 class Settings(BaseModel):
@@ -204,16 +273,27 @@ class Settings(BaseModel):
     connect_ttl: float | None = Field(default=None, ge=1, le=86400)
     """Lease of a connected backend when its request gives no ttlSeconds; None: it stays until disconnected."""
     balancing: BalancingSettings = Field(default_factory=BalancingSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    upstream_max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """A REST backend's answer larger than this is refused (the call fails with a message naming the limit)."""
+    connect_max_body: int = Field(default=64 * 1024, ge=1024)
+    """Bytes of one connect API request body; more answers 413."""
+    connect_max_depth: int = Field(default=8, ge=2, le=64)
+    """Nesting of arrays and objects in a connect API request body; deeper answers 400."""
+    drain_timeout: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    """On SIGTERM: seconds in-flight tool calls have to finish before they are answered with an error."""
     demo_backend: bool | None = None
     """Start the bundled demo REST backend; default: when serving the bundled demo tree."""
     state_dir: Path = Path(".mcpgw")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("balancing", mode="before")
+    @field_validator(*_SECTIONS, mode="before")
     @classmethod
-    def _balancing_from_text(cls, value: Any) -> Any:
-        # MCPGW_BALANCING arrives as text: JSON or YAML.
+    def _section_from_text(cls, value: Any) -> Any:
+        # MCPGW_BALANCING (and the other sections) arrive as text: JSON or YAML.
         if not isinstance(value, str):
             return value
         try:

@@ -34,10 +34,15 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 class UpstreamHttpError(InvocationError):
     """The backend could not be reached, did not answer in time, or answered too much."""
 
-    def __init__(self, message: str, *, connect_failed: bool = False, timed_out: bool = False) -> None:
+    def __init__(
+        self, message: str, *, connect_failed: bool = False, timed_out: bool = False, not_sent: bool = False
+    ) -> None:
         super().__init__(message)
         self.connect_failed = connect_failed
         self.timed_out = timed_out
+        self.not_sent = not_sent
+        self.too_large = "(upstream_max_response_bytes)" in message
+        """The request could not be written (a control character in its URL or a header): not the backend's fault."""
 
 
 class UpstreamHttp:
@@ -89,17 +94,24 @@ class UpstreamHttp:
             raise UpstreamHttpError(type(exc).__name__, connect_failed=True) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamHttpError(type(exc).__name__) from exc
+        except (ValueError, UnicodeError) as exc:
+            # aiohttp refuses control characters in the URL or headers before sending anything.
+            raise UpstreamHttpError(
+                "the request cannot be sent: its URL or a header holds a control character", not_sent=True
+            ) from exc
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         declared = response.content_length
         if declared is not None and declared > self._max_body:
-            raise UpstreamHttpError(f"the response is {declared} bytes, more than the {self._max_body} allowed")
+            raise UpstreamHttpError(f"the response is {declared} bytes, more than the {self._max_body} allowed "
+                                    "(upstream_max_response_bytes)")
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_any():
             size += len(chunk)
             if size > self._max_body:
-                raise UpstreamHttpError(f"the response is more than the {self._max_body} bytes allowed")
+                raise UpstreamHttpError(f"the response is more than the {self._max_body} bytes allowed "
+                                        "(upstream_max_response_bytes)")
             chunks.append(chunk)
         return b"".join(chunks)
 

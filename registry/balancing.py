@@ -921,6 +921,17 @@ class ClusterRuntime:
             if stats.consecutive_failures >= self._outlier.consecutive_failures and stats.ejected_until is None:
                 self._eject(instance_id, stats)
 
+    def record_abandoned(self, instance_id: str, *, latency: float) -> None:
+        """End a call that says nothing of the instance's health: the gateway gave it up (a drain) or never sent it.
+
+        Neither a failure nor a success: the failure streak stays as it was.
+        """
+        with self._lock:
+            self._balancer.on_finish(instance_id, ok=True, latency_s=latency)
+            stats = self._stats.get(instance_id)
+            if stats is not None:
+                stats.in_flight = max(0, stats.in_flight - 1)
+
     def set_check_result(self, instance_id: str, *, passing: bool, detail: str = "") -> None:
         """Take an active health check's verdict on an instance (after its thresholds were crossed).
 

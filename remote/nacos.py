@@ -37,7 +37,8 @@ is filed down, so the rest of mcpgw sees only the ``RemoteClient`` contract:
   and ``log_dir`` are mandatory here.  Its disk cache is not loaded at start
   (stale data would shadow the server); the last-known-good state lives in
   the registry, not in the SDK.  Its logs go at WARNING level because at
-  INFO it writes config contents and access tokens.
+  INFO it writes config contents and access tokens (at ERROR it writes a
+  failed request with its access token: a filter redacts that).
 - **One SDK client pair per namespace**, created lazily: a server may
   reference a service in another namespace.
 - **Listing** goes through ``GET /nacos/v3/admin/ai/mcp/list`` (all pages),
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -135,12 +137,32 @@ class _ExpectedSdkNoise(logging.Filter):
 
 _SDK_NOISE = _ExpectedSdkNoise()
 
+_SECRET_HEADER = re.compile(
+    r"""(['"]?(?:accessToken|Spas-Signature|Spas-SecurityToken)['"]?\s*[:=]\s*)['"][^'"]*['"]"""
+)
+
+
+class _RedactSdkSecrets(logging.Filter):
+    """Keeps access tokens out of the SDK's log: a failed gRPC request is logged at ERROR with its headers
+    (``send request fail, request=…{headers{'accessToken': '…'}``), seen with a real Nacos refusing one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET_HEADER.sub(r"\1'***'", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+_SDK_SECRETS = _RedactSdkSecrets()
+
 
 def _quiet_expected_sdk_noise() -> None:
     for name in _SDK_LOGGERS:
         logger = logging.getLogger(name)
-        if _SDK_NOISE not in logger.filters:
-            logger.addFilter(_SDK_NOISE)
+        for sdk_filter in (_SDK_NOISE, _SDK_SECRETS):
+            if sdk_filter not in logger.filters:
+                logger.addFilter(sdk_filter)
 
 
 # ---------------------------------------------------------------- answers of the admin HTTP API
@@ -309,6 +331,11 @@ def _to_instances(raw: Iterable[Any]) -> tuple[tuple[ServiceInstance, ...], tupl
             )
         )
     return tuple(sorted(converted, key=lambda i: (i.ip, i.port, i.cluster_name))), tuple(dropped)
+
+
+_RELISTEN_AFTER_RECONNECT = (1.0, 2.0)
+"""Seconds between the extra listens and re-reads once Nacos is ready again after a config reconnect: a
+restarting Nacos accepts connections while it is still starting, and what it is told then may be lost."""
 
 
 class NacosSource:
@@ -1014,9 +1041,16 @@ class NacosSource:
         if clients is None:
             return
         if module == "config":
-            for key in [k for k in self._config_watches if k.namespace == namespace]:
-                self._mark_config_dirty(key)
-            self._events.put_nowait(_ListingChanged())
+            await self._until_serving()
+            for delay in (0.0, *_RELISTEN_AFTER_RECONNECT):
+                if delay:
+                    await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+                self._relisten(clients)
+                for key in [k for k in self._config_watches if k.namespace == namespace]:
+                    self._mark_config_dirty(key)
+                self._events.put_nowait(_ListingChanged())
             return
         # Re-register our own instances before reading, so that they do not seem to flap away and back,
         # and let the SDK renew the rest now rather than on its 30 s redo tick.
@@ -1036,6 +1070,46 @@ class NacosSource:
                 log.warning("nacos.resync_failed", key=str(service_key), error=str(exc))
                 continue
             self._mark_service_dirty(service_key)
+
+    async def _until_serving(self, within: float = 120.0) -> None:
+        """Return once Nacos says it is ready (its readiness API answers 200), or after ``within`` seconds.
+
+        A restarting Nacos 3 opens its gRPC port seconds before it has started: the SDK reconnects at
+        once, but what it registers then may be forgotten, so the listens are repeated from here on.
+        A server without the readiness API (404) is taken as ready.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not self._stopping and self._http is not None and loop.time() < deadline:
+            try:
+                response = await self._http.get("/nacos/v3/admin/core/state/readiness")
+            except httpx.HTTPError:
+                response = None
+            if response is not None and response.status_code in (200, 404):
+                return
+            await asyncio.sleep(0.25)
+
+    @staticmethod
+    def _relisten(clients: _NamespaceClients) -> None:
+        """Make the SDK send its listen request for every config again, now; revive its listen loop.
+
+        Two things, both seen against a restarting Nacos 3.1, stop pushes for good otherwise:
+        - the SDK's listen loop is one task that ends on ``CancelledError``, which grpc raises in it when
+          the connection it was listening on is closed by a reconnect; then nothing is ever listened again;
+        - a Nacos that is still starting when the SDK reconnects (its gRPC port opens seconds before the
+          rest) forgets the listeners it is told of, and the SDK never repeats a listen whose md5 answered
+          as unchanged.
+        Marking every config as not in sync and waking the (running) listen loop re-registers them.
+        """
+        proxy = clients.config.grpc_client_proxy
+        if proxy.listen_task.done() and not proxy.stop_event.is_set():
+            log.warning("nacos.sdk_listen_loop_revived", namespace=clients.namespace)
+            proxy.listen_task = asyncio.create_task(
+                proxy._execute_config_listen_task(), name=f"nacos-sdk-config-listen-{clients.namespace}"
+            )
+        for cache_data in list(proxy.config_subscribe_manager.subscribe_cache_map.values()):
+            cache_data.is_sync_with_server = False
+        proxy.execute_config_listen_channel.put_nowait(None)
 
     # ------------------------------------------------------------------ errors
 

@@ -46,11 +46,27 @@ from types import MappingProxyType
 from typing import Any
 
 from converter.credentials import CredentialUse
+from converter.template._budget import (
+    DEFAULT_LIMITS,
+    Budget,
+    BudgetExceeded,
+    RenderLimits,
+    RenderOffload,
+    render_limits,
+)
 from converter.template._funcs import FUNCTIONS
 from converter.template._parse import ExecError, Parser, Render, State, location
 from registry.errors import TemplateError
 
-__all__ = ["SUPPORTED_FUNCTIONS", "GoTemplate", "parse"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SUPPORTED_FUNCTIONS",
+    "GoTemplate",
+    "RenderLimits",
+    "RenderOffload",
+    "parse",
+    "render_limits",
+]
 
 SUPPORTED_FUNCTIONS: Mapping[str, str] = MappingProxyType(
     {name: FUNCTIONS[name].description for name in sorted(FUNCTIONS)}
@@ -93,14 +109,29 @@ class GoTemplate:
         return self._name
 
     def render(self, data: Any) -> str:
-        """Execute against JSON-like ``data``; raise TemplateError with the failing line and column."""
+        """Execute against JSON-like ``data``; raise TemplateError with the failing line and column.
+
+        The render is bounded by the ``RenderLimits`` of the enclosing
+        ``render_limits`` block (the defaults outside one); going over them is
+        a TemplateError naming the limit and its setting.  In an inline block
+        it may raise ``RenderOffload`` instead (see ``converter.template._budget``).
+        """
         frame: list[Any] = [None] * self._slots
         frame[0] = data
         out: list[str] = []
+        budget = Budget()
         try:
-            self._root(State(frame, out), data)
+            self._root(State(frame, out, budget), data)
+            text = "".join(out)
+            budget.finish(text)
         except ExecError as exc:
-            raise TemplateError(f"{location(self._source, self._name, exc.pos)}: {exc.message}") from None
+            raise TemplateError(
+                f"{location(self._source, self._name, exc.pos)}: {exc.message}{_limit_hint(exc.message)}"
+            ) from None
+        except BudgetExceeded as exc:
+            raise TemplateError(f"template {self._name!r}: {exc}{_limit_hint(str(exc))}") from None
+        except RenderOffload:
+            raise
         except RecursionError:
             raise TemplateError(f"template {self._name!r}: the data nests too deeply to render") from None
         except Exception as exc:
@@ -110,7 +141,7 @@ class GoTemplate:
                 f"template {self._name!r}: failed to render ({type(exc).__name__}); "
                 "the data may hold a value that is not JSON"
             ) from None
-        return "".join(out)
+        return text
 
     def references(self) -> frozenset[str]:
         """Data paths read from the root (``args.city``, ``config.credentials.x``); best effort.
@@ -137,6 +168,12 @@ class GoTemplate:
 
     def __repr__(self) -> str:
         return f"GoTemplate(name={self._name!r})"
+
+
+def _limit_hint(message: str) -> str:
+    if "(templates." not in message:
+        return ""
+    return "; make the template do less with this data, or raise the limit in the gateway's templates settings"
 
 
 def parse(source: str, *, name: str = "template", credentials: bool = False) -> GoTemplate:

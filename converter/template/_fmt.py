@@ -12,7 +12,7 @@ so float verbs accept ints and ``%d`` accepts integral floats.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from converter.template._values import (
@@ -43,11 +43,19 @@ def sprintln(args: Sequence[Any]) -> str:
     return " ".join(go_string(arg) for arg in args) + "\n"
 
 
-def sprintf(template: str, args: Sequence[Any]) -> str:
+_MAX_WIDTH = 1_000_000
+"""Go's fmt refuses widths and precisions above a million (``tooLarge``): BADWIDTH, BADPREC, or NOVERB."""
+
+
+def sprintf(
+    template: str, args: Sequence[Any], *, limit: int | None = None, room: Callable[[int], None] | None = None
+) -> str:
+    """Go's ``fmt.Sprintf``; ``room(size)`` is asked before the text grows past ``limit`` characters."""
     out: list[str] = []
     n = len(template)
     i = 0
     used = 0
+    size = n  # the template's own text, and then every formatted argument
     while i < n:
         percent = template.find("%", i)
         if percent < 0:
@@ -59,11 +67,25 @@ def sprintf(template: str, args: Sequence[Any]) -> str:
         while i < n and template[i] in "+-# 0":
             flags += template[i]
             i += 1
+        star = i < n and template[i] == "*"
         width, i, used = _number_or_star(template, i, args, used)
+        if width is not None and width > _MAX_WIDTH:
+            if not star:
+                out.append("%!(NOVERB)")
+                break
+            out.append("%!(BADWIDTH)")
+            width = None
         precision: int | None = None
         if i < n and template[i] == ".":
+            star = i + 1 < n and template[i + 1] == "*"
             precision, i, used = _number_or_star(template, i + 1, args, used)
             precision = precision or 0
+            if precision > _MAX_WIDTH:
+                if not star:
+                    out.append("%!(NOVERB)")
+                    break
+                out.append("%!(BADPREC)")
+                precision = None
         if i >= n:
             out.append("%!(NOVERB)")
             break
@@ -74,7 +96,11 @@ def sprintf(template: str, args: Sequence[Any]) -> str:
         elif used >= len(args):
             out.append(f"%!{verb}(MISSING)")
         else:
-            out.append(format_one(args[used], verb, flags, width, precision))
+            piece = format_one(args[used], verb, flags, width, precision)
+            size += len(piece)
+            if limit is not None and room is not None and size > limit:
+                room(size)
+            out.append(piece)
             used += 1
     if used < len(args):
         extra = ", ".join(f"{_type_label(arg)}={go_string(arg)}" for arg in args[used:])

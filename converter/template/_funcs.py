@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote_plus
 
+from converter.template._budget import Budget, measure
 from converter.template._fmt import sprint, sprintf, sprintln
 from converter.template._values import (
     NO_VALUE,
@@ -53,6 +54,8 @@ class Func:
     min_args: int
     max_args: int | None
     description: str
+    budgeted: bool = False
+    """``impl`` takes the render's ``Budget`` first: it can build a result far larger than its arguments."""
 
 
 # -- argument checks ----------------------------------------------------------------------------
@@ -166,8 +169,8 @@ def _slice_bound(index: Any, size: int) -> int:
     return index
 
 
-def _printf(template: Any, *args: Any) -> str:
-    return sprintf(_str(template, 1), args)
+def _printf(budget: Budget, template: Any, *args: Any) -> str:
+    return sprintf(_str(template, 1), args, limit=budget.max_size, room=budget.room)
 
 
 def _escaper_input(args: tuple[Any, ...]) -> str:
@@ -336,22 +339,30 @@ def _strval(value: Any) -> str:
     return go_string(value)
 
 
+def _int64(value: int) -> int:
+    """Go's int64 arithmetic wraps around; Python's integers would grow without bound."""
+    return ((value + (1 << 63)) & ((1 << 64) - 1)) - (1 << 63)
+
+
 def _cast_int(value: Any) -> int:
     """spf13/cast's ToInt64, which Sprig's arithmetic uses: lenient, 0 when it cannot."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
-        return value
+        return _int64(value)
     if isinstance(value, float):
-        return int(value) if value == value and abs(value) != float("inf") else 0
+        return _int64(int(value)) if value == value and abs(value) != float("inf") else 0
     if isinstance(value, str):
         text = re.sub(r"\.0*$", "", value)
         try:
-            return int(text, 0)
+            parsed = int(text, 0)
         except ValueError:
             if re.fullmatch(r"[+-]?0[0-7]+", text):
-                return int(text, 8)
-            return 0
+                parsed = int(text, 8)
+            else:
+                return 0
+        # ParseInt refuses what does not fit in 64 bits, and cast then gives 0.
+        return parsed if -(1 << 63) <= parsed < (1 << 63) else 0
     return 0
 
 
@@ -384,26 +395,26 @@ def _trunc_div(a: int, b: int) -> int:
 
 
 def _add(*values: Any) -> int:
-    return sum(_cast_int(value) for value in values)
+    return _int64(sum(_cast_int(value) for value in values))
 
 
 def _add1(value: Any) -> int:
-    return _cast_int(value) + 1
+    return _int64(_cast_int(value) + 1)
 
 
 def _sub(a: Any, b: Any) -> int:
-    return _cast_int(a) - _cast_int(b)
+    return _int64(_cast_int(a) - _cast_int(b))
 
 
 def _mul(first: Any, *values: Any) -> int:
     product = _cast_int(first)
     for value in values:
-        product *= _cast_int(value)
+        product = _int64(product * _cast_int(value))
     return product
 
 
 def _div(a: Any, b: Any) -> int:
-    return _trunc_div(_cast_int(a), _cast_int(b))
+    return _int64(_trunc_div(_cast_int(a), _cast_int(b)))
 
 
 def _mod(a: Any, b: Any) -> int:
@@ -501,20 +512,24 @@ def _trunc(length: Any, text: Any) -> str:
     return value[:count]
 
 
-def _repeat(count: Any, text: Any) -> str:
+def _repeat(budget: Budget, count: Any, text: Any) -> str:
     times = _int(count, 1)
     if times < 0:
         raise FuncError("negative repeat count")
-    return _str(text, 2) * times
+    value = _str(text, 2)
+    budget.room(times * len(value))
+    return value * times
 
 
-def _indent(spaces: Any, text: Any) -> str:
-    pad = " " * max(_int(spaces, 1), 0)
-    return pad + _str(text, 2).replace("\n", "\n" + pad)
+def _indent(budget: Budget, spaces: Any, text: Any) -> str:
+    width, value = max(_int(spaces, 1), 0), _str(text, 2)
+    budget.room(len(value) + width * (value.count("\n") + 1))
+    pad = " " * width
+    return pad + value.replace("\n", "\n" + pad)
 
 
-def _nindent(spaces: Any, text: Any) -> str:
-    return "\n" + _indent(spaces, text)
+def _nindent(budget: Budget, spaces: Any, text: Any) -> str:
+    return "\n" + _indent(budget, spaces, text)
 
 
 def _nospace(text: Any) -> str:
@@ -539,10 +554,12 @@ def _regex_match(pattern: Any, text: Any) -> bool:
 _GO_TEMPLATE_REF = re.compile(r"\$(?:\{(\w+)\}|(\w+)|(\$))")
 
 
-def _regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
+def _regex_replace_all(budget: Budget, pattern: Any, text: Any, replacement: Any) -> str:
     """Go's ReplaceAllString: ``$1``, ``${1}``, ``${name}`` expand; ``$$`` is a dollar."""
     compiled = _regex(_str(pattern, 1))
     template = _str(replacement, 3)
+    subject = _str(text, 2)
+    grown = len(subject)
 
     def expand(match: re.Match[str]) -> str:
         def group(ref: re.Match[str]) -> str:
@@ -555,23 +572,31 @@ def _regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
                 return ""
             return found or ""
 
-        return _GO_TEMPLATE_REF.sub(group, template)
+        nonlocal grown
+        expanded = _GO_TEMPLATE_REF.sub(group, template)
+        grown += len(expanded) - (match.end() - match.start())
+        budget.room(grown)
+        budget.charge(1)
+        return expanded
 
-    return compiled.sub(expand, _str(text, 2))
+    return compiled.sub(expand, subject)
 
 
 # -- Sprig: lists and dicts ----------------------------------------------------------------------
 
 
-def _list_of(*values: Any) -> list[Any]:
-    return list(values)
+def _list_of(budget: Budget, *values: Any) -> list[Any]:
+    result = list(values)
+    measure(result, budget)
+    return result
 
 
-def _dict_of(*values: Any) -> dict[str, Any]:
+def _dict_of(budget: Budget, *values: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for i in range(0, len(values), 2):
         key = _strval(values[i])
         result[key] = values[i + 1] if i + 1 < len(values) else ""
+    measure(result, budget)
     return result
 
 
@@ -593,11 +618,23 @@ def _last(values: Any) -> Any:
     return items[-1] if items else None
 
 
-def _uniq(values: Any) -> list[Any]:
+def _uniq(budget: Budget, values: Any) -> list[Any]:
+    # Scalars are found in a set (equal scalars hash alike, so this keeps ``in``'s equality); only lists
+    # and maps are compared one by one, and those comparisons are charged as steps.
     result: list[Any] = []
+    seen: set[Any] = set()
+    containers: list[Any] = []
     for item in _list(values, 1, "uniq"):
-        if item not in result:
-            result.append(item)
+        if isinstance(item, list | dict):
+            budget.charge(len(containers) + 1)
+            if item in containers:
+                continue
+            containers.append(item)
+        elif item in seen:
+            continue
+        else:
+            seen.add(item)
+        result.append(item)
     return result
 
 
@@ -636,8 +673,11 @@ def _trim_suffix(suffix: Any, text: Any) -> str:
     return _str(text, 2).removesuffix(_str(suffix, 1))
 
 
-def _replace(old: Any, new: Any, text: Any) -> str:
-    return _str(text, 3).replace(_str(old, 1), _str(new, 2))
+def _replace(budget: Budget, old: Any, new: Any, text: Any) -> str:
+    before, after, value = _str(old, 1), _str(new, 2), _str(text, 3)
+    count = len(value) + 1 if before == "" else value.count(before)
+    budget.room(len(value) + count * (len(after) - len(before)))
+    return value.replace(before, after)
 
 
 def _contains(substring: Any, text: Any) -> bool:
@@ -672,7 +712,7 @@ FUNCTIONS: Mapping[str, Func] = MappingProxyType(
         "index": Func(_index, 1, _VARIADIC, "index x 1 2 is x[1][2]; lists by int, maps by string key"),
         "slice": Func(_slice, 1, 3, "slice x 1 2 is x[1:2] for strings (bytes) and lists"),
         "print": Func(_print, 0, _VARIADIC, "fmt.Sprint of the arguments"),
-        "printf": Func(_printf, 1, _VARIADIC, "fmt.Sprintf: %v %s %d %q %f %e %g %t %x %o %b %c %U %T"),
+        "printf": Func(_printf, 1, _VARIADIC, "fmt.Sprintf: %v %s %d %q %f %e %g %t %x %o %b %c %U %T", budgeted=True),
         "println": Func(_println, 0, _VARIADIC, "fmt.Sprintln of the arguments"),
         "eq": Func(_eq, 2, _VARIADIC, "eq a b c is a==b || a==c"),
         "ne": Func(_ne, 2, 2, "a != b"),
@@ -713,7 +753,7 @@ FUNCTIONS: Mapping[str, Func] = MappingProxyType(
         "trim": Func(_trim, 1, 1, "strip leading and trailing white space"),
         "trimPrefix": Func(_trim_prefix, 2, 2, "trimPrefix p s removes prefix p from s"),
         "trimSuffix": Func(_trim_suffix, 2, 2, "trimSuffix x s removes suffix x from s"),
-        "replace": Func(_replace, 3, 3, "replace old new s replaces every old by new in s"),
+        "replace": Func(_replace, 3, 3, "replace old new s replaces every old by new in s", budgeted=True),
         "quote": Func(_quote, 0, _VARIADIC, "Go double-quoted strings, space separated (nil skipped)"),
         "squote": Func(_squote, 0, _VARIADIC, "single-quoted strings, space separated (nil skipped)"),
         "contains": Func(_contains, 2, 2, "contains sub s: whether s contains sub"),
@@ -723,24 +763,26 @@ FUNCTIONS: Mapping[str, Func] = MappingProxyType(
         "splitList": Func(_split_list, 2, 2, "splitList sep s: a list of parts"),
         "join": Func(_join, 2, 2, "join sep list: the items as text joined by sep (nil skipped)"),
         "trunc": Func(_trunc, 2, 2, "trunc n s: first n characters (last -n if negative)"),
-        "repeat": Func(_repeat, 2, 2, "repeat n s: s n times"),
+        "repeat": Func(_repeat, 2, 2, "repeat n s: s n times", budgeted=True),
         "nospace": Func(_nospace, 1, 1, "remove all white space"),
-        "indent": Func(_indent, 2, 2, "indent n s: prefix every line with n spaces"),
-        "nindent": Func(_nindent, 2, 2, "a newline, then indent n s"),
+        "indent": Func(_indent, 2, 2, "indent n s: prefix every line with n spaces", budgeted=True),
+        "nindent": Func(_nindent, 2, 2, "a newline, then indent n s", budgeted=True),
         "regexMatch": Func(_regex_match, 2, 2, "regexMatch re s: whether re matches somewhere in s"),
-        "regexReplaceAll": Func(_regex_replace_all, 3, 3, "regexReplaceAll re s repl, with $1 / ${name}"),
+        "regexReplaceAll": Func(
+            _regex_replace_all, 3, 3, "regexReplaceAll re s repl, with $1 / ${name}", budgeted=True
+        ),
         "toString": Func(_strval, 1, 1, "the value as text (%v)"),
         "int": Func(_cast_int, 1, 1, "the value as an integer (0 if it is not one)"),
         "int64": Func(_cast_int, 1, 1, "the value as an integer (0 if it is not one)"),
         "float64": Func(_cast_float, 1, 1, "the value as a float (0 if it is not one)"),
         "atoi": Func(_atoi, 1, 1, "a decimal string as an integer (0 if it is not one)"),
-        "list": Func(_list_of, 0, _VARIADIC, "a list of the arguments"),
-        "dict": Func(_dict_of, 0, _VARIADIC, "dict k1 v1 k2 v2: a map (keys as text)"),
+        "list": Func(_list_of, 0, _VARIADIC, "a list of the arguments", budgeted=True),
+        "dict": Func(_dict_of, 0, _VARIADIC, "dict k1 v1 k2 v2: a map (keys as text)", budgeted=True),
         "hasKey": Func(_has_key, 2, 2, "hasKey map key: whether the map has the key"),
         "keys": Func(_keys, 1, _VARIADIC, "the keys of the maps, sorted"),
         "first": Func(_first, 1, 1, "first item of a list (nil if empty)"),
         "last": Func(_last, 1, 1, "last item of a list (nil if empty)"),
-        "uniq": Func(_uniq, 1, 1, "the list without repeated items"),
+        "uniq": Func(_uniq, 1, 1, "the list without repeated items", budgeted=True),
         "now": Func(_now, 0, 0, "current UTC time as RFC 3339 text"),
         "sha256sum": Func(_sha256sum, 1, 1, "hex SHA-256 of a string"),
         "uuidv4": Func(_uuidv4, 0, 0, "a random UUID"),

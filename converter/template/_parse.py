@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from converter.credentials import CredentialUse, credential_name, reference_text
+from converter.template._budget import Budget, BudgetExceeded, measure
 from converter.template._funcs import FUNCTIONS, FuncError
 from converter.template._gjson import GjsonPathError, compile_path
 from converter.template._gjson import get as gjson_get
@@ -30,13 +31,14 @@ from registry.errors import TemplateError
 
 
 class State:
-    """What one render owns: the variable slots and the output pieces."""
+    """What one render owns: the variable slots, the output pieces and the budget."""
 
-    __slots__ = ("frame", "out")
+    __slots__ = ("budget", "frame", "out")
 
-    def __init__(self, frame: list[Any], out: list[str]) -> None:
+    def __init__(self, frame: list[Any], out: list[str], budget: Budget) -> None:
         self.frame = frame
         self.out = out
+        self.budget = budget
 
 
 class ExecError(Exception):
@@ -73,6 +75,32 @@ class Compiled(Protocol):
 # Python-level failures inside a function: reported without their text, which may quote a value.
 _FUNCTION_FAILURES = (ValueError, TypeError, ArithmeticError, LookupError, UnicodeError)
 
+_LONG_STRING = 4096
+
+
+def _account(budget: Budget, result: Any) -> None:
+    """One step for a function call, plus what its result costs (``Budget.result``)."""
+    budget.steps += 1
+    if budget.steps > budget.check_at:
+        budget.checkpoint()
+    kind = type(result)
+    if (kind is str and len(result) >= _LONG_STRING) or kind is list or kind is dict:
+        budget.result(result)
+
+
+def _checkpoint(budget: Budget, pos: int) -> None:
+    try:
+        budget.checkpoint()
+    except BudgetExceeded as exc:
+        raise ExecError(str(exc), pos) from None
+
+
+def _room(budget: Budget, size: int, pos: int) -> None:
+    try:
+        budget.room(size)
+    except BudgetExceeded as exc:
+        raise ExecError(str(exc), pos) from None
+
 
 def location(source: str, name: str, pos: int) -> str:
     line = source.count("\n", 0, pos) + 1
@@ -98,9 +126,15 @@ def _sequence(items: list[Render]) -> Render:
     return run
 
 
-def _text(value: str) -> Render:
+def _text(value: str, pos: int) -> Render:
+    size = len(value)
+
     def text(st: State, dot: Any) -> None:
         st.out.append(value)
+        budget = st.budget
+        budget.size += size
+        if budget.size > budget.max_size:
+            _room(budget, budget.size, pos)
 
     return text
 
@@ -249,7 +283,7 @@ class Parser:
             if tok.kind == "eof":
                 return items, tok
             if tok.kind == "text":
-                items.append(_text(tok.val))
+                items.append(_text(tok.val, tok.pos))
                 continue
             word = self.peek_non_space()
             if word.kind != "keyword":
@@ -271,6 +305,7 @@ class Parser:
                 self.fail(word.pos, _UNSUPPORTED_ACTIONS[keyword])
 
     def parse_action(self) -> Render:
+        pos = self.peek_non_space().pos
         value, declares = self.parse_pipeline("command", "right")
         if declares:
 
@@ -281,7 +316,18 @@ class Parser:
 
         def emit(st: State, dot: Any) -> None:
             result = value(st, dot)
-            st.out.append(result if type(result) is str else print_action(result))
+            if type(result) is not str:
+                if isinstance(result, list | dict):
+                    try:
+                        measure(result, st.budget)
+                    except BudgetExceeded as exc:
+                        raise ExecError(str(exc), pos) from None
+                result = print_action(result)
+            st.out.append(result)
+            budget = st.budget
+            budget.size += len(result)
+            if budget.size > budget.max_size:
+                _room(budget, budget.size, pos)
 
         return emit
 
@@ -384,7 +430,11 @@ class Parser:
                     otherwise(st, dot)
                 return
             frame = st.frame
+            budget = st.budget
             for key, item in pairs:
+                budget.steps += 1
+                if budget.steps > budget.check_at:
+                    _checkpoint(budget, pos)
                 if item_slot is not None:
                     frame[item_slot] = item
                 if key_slot is not None:
@@ -632,21 +682,39 @@ class Parser:
                 self.refs.add(".".join([args[0].path, *keys]).strip("."))
         if name in ("and", "or"):
             return _and_or(name == "and", evals, takes_final)
-        impl = FUNCTIONS[name].impl
+        func = FUNCTIONS[name]
+        impl = func.impl
         assert impl is not None
 
         def failed(exc: Exception) -> ExecError:
-            if isinstance(exc, FuncError):
+            if isinstance(exc, FuncError | BudgetExceeded):
                 return ExecError(f"error calling {name}: {exc}", pos)
             return ExecError(f"error calling {name}: invalid argument ({type(exc).__name__})", pos)
+
+        if func.budgeted:
+            # The function sizes its result before building it: it gets the budget first.
+            def budgeted(st: State, dot: Any, final: Any = None) -> Any:
+                try:
+                    values = [evaluate(st, dot) for evaluate in evals]
+                    if takes_final:
+                        values.append(final)
+                    result = impl(st.budget, *values)
+                    _account(st.budget, result)
+                except (FuncError, BudgetExceeded, *_FUNCTION_FAILURES) as exc:
+                    raise failed(exc) from None
+                return result
+
+            return budgeted
 
         if takes_final:
 
             def piped(st: State, dot: Any, final: Any = None) -> Any:
                 try:
-                    return impl(*[evaluate(st, dot) for evaluate in evals], final)
-                except (FuncError, *_FUNCTION_FAILURES) as exc:
+                    result = impl(*[evaluate(st, dot) for evaluate in evals], final)
+                    _account(st.budget, result)
+                except (FuncError, BudgetExceeded, *_FUNCTION_FAILURES) as exc:
                     raise failed(exc) from None
+                return result
 
             return piped
 
@@ -654,17 +722,21 @@ class Parser:
 
             def bare(st: State, dot: Any, final: Any = None) -> Any:
                 try:
-                    return impl()
-                except (FuncError, *_FUNCTION_FAILURES) as exc:
+                    result = impl()
+                    _account(st.budget, result)
+                except (FuncError, BudgetExceeded, *_FUNCTION_FAILURES) as exc:
                     raise failed(exc) from None
+                return result
 
             return bare
 
         def direct(st: State, dot: Any, final: Any = None) -> Any:
             try:
-                return impl(*[evaluate(st, dot) for evaluate in evals])
-            except (FuncError, *_FUNCTION_FAILURES) as exc:
+                result = impl(*[evaluate(st, dot) for evaluate in evals])
+                _account(st.budget, result)
+            except (FuncError, BudgetExceeded, *_FUNCTION_FAILURES) as exc:
                 raise failed(exc) from None
+            return result
 
         return direct
 

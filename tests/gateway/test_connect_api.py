@@ -364,3 +364,75 @@ async def test_the_gateway_default_lease_applies_when_a_request_names_none(tmp_p
         explicit = await running.http.post(CONNECT, json=running.body(serverId="weather-2", ttlSeconds=5))
     assert connected.json()["ttlSeconds"] == 30
     assert explicit.json()["ttlSeconds"] == 5
+
+
+# -- hostile bodies (issue 11) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("127.0.0.1:9999", "give the port in 'port'"),
+        ("127.0.0.1/x?y#", "without scheme, user, path or query"),
+        ("http://127.0.0.1/", "without scheme, user, path or query"),
+        ("user@127.0.0.1", "without scheme, user, path or query"),
+        ("127.1", "IP address or a DNS host name"),
+        ("-bad-.example", "IP address or a DNS host name"),
+        ("a..b", "IP address or a DNS host name"),
+        ("[::1]", "IP address or a DNS host name"),
+    ],
+)
+async def test_a_host_that_is_not_an_ip_or_a_host_name_is_refused_naming_the_field(
+    running: Running, host: str, hint: str
+) -> None:
+    response = await running.http.post(CONNECT, json=running.body(host=host))
+    assert response.status_code == 422
+    [problem] = response.json()["problems"]
+    assert problem["field"] == "host" and hint in problem["message"]
+    assert (await running.http.get("/api/mcp/servers")).json()["statistics"]["totalServers"] == 0
+
+
+@pytest.mark.parametrize("host", ["::1", "localhost", "backend-1.svc.cluster.local", "10.0.0.7"])
+async def test_ip_addresses_and_host_names_are_accepted_as_hosts(running: Running, host: str) -> None:
+    response = await running.http.post(CONNECT, json=running.body(host=host))
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"serverId": "a/b"}, {"serverId": ".."}, {"serverName": "../weather-api"}, {"serverName": "a b"},
+     {"groupName": "g/h"}, {"serverId": "-x"}],
+)
+async def test_names_outside_the_documented_charset_are_refused(running: Running, changes: dict[str, Any]) -> None:
+    response = await running.http.post(CONNECT, json=running.body(**changes))
+    assert response.status_code == 422
+    [problem] = response.json()["problems"]
+    assert problem["field"] == next(iter(changes)) and "letters, digits" in problem["message"]
+
+
+async def test_every_accepted_name_can_be_deleted_through_the_path(running: Running) -> None:
+    body = running.body(serverId="127.0.0.1:8000", serverName="amap-maps::1.0.0", groupName="mcp_endpoints")
+    assert (await running.http.post(CONNECT, json=body)).status_code == 201
+    deleted = await running.http.delete("/api/mcp/servers/mcp_endpoints@@amap-maps::1.0.0/127.0.0.1:8000")
+    assert deleted.status_code == 200 and deleted.json()["removed"] is True
+
+
+async def test_a_body_nested_twenty_thousand_deep_is_a_400_naming_where(running: Running) -> None:
+    deep = b'{"serverId": "w", "metadata": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    response = await running.http.post(CONNECT, content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "more than 8 levels deep (at byte 37)" in error and "connect_max_depth" in error
+
+
+async def test_brackets_inside_strings_do_not_count_as_depth(running: Running) -> None:
+    response = await running.http.post(CONNECT, json=running.body(metadata={"k": "[[[[[[[[[[{{{{{{{{{{\\\"["}))
+    assert response.status_code == 201, response.text
+
+
+async def test_body_and_depth_limits_come_from_the_settings(tmp_path: Path) -> None:
+    async with _running(tmp_path, with_source_instance=False, connect_max_body=2048, connect_max_depth=2) as running:
+        big = await running.http.post(CONNECT, json=running.body(metadata={"pad": "x" * 3000}))
+        assert big.status_code == 413 and "larger than 2048 bytes (connect_max_body)" in big.json()["error"]
+        deep = await running.http.post(CONNECT, json=running.body(metadata={"k": "v"}, extra=[[1]]))
+        assert deep.status_code == 400 and "more than 2 levels deep" in deep.json()["error"]

@@ -237,7 +237,9 @@ async def test_watch_listing_fires_when_a_server_is_created(double: NacosDouble,
             "/nacos/v3/admin/ai/mcp",
             data={
                 "serverSpecification": json.dumps(
-                    {"name": "weather", "protocol": "http", "versionDetail": {"version": "1.0.0"}}
+                    # Without remoteServerConfig Nacos 3.1 fails with a NullPointerException (code 30000).
+                    {"name": "weather", "protocol": "http", "versionDetail": {"version": "1.0.0"},
+                     "remoteServerConfig": {"exportPath": ""}}
                 ),
                 "endpointSpecification": json.dumps(
                     {"type": "REF", "data": {"namespaceId": "public", "groupName": "DEFAULT_GROUP",

@@ -26,7 +26,11 @@ What it speaks:
   pushes with a strictly increasing ``lastRefTime``.
 - HTTP: login (``/nacos/v1/auth/login``, ``/nacos/v1/auth/users/login``), the
   Nacos 3 MCP admin API (list derived from the stored versions configs, and
-  cheap create / update / delete that write the three configs).
+  cheap create / update / delete that write the three configs; ``REF`` and
+  ``DIRECT`` endpoint specifications as Nacos 3.1 stores them).  Not spoken:
+  the AI module's gRPC requests (``QueryMcpServerRequest``,
+  ``ReleaseMcpServerRequest``, ``McpServerEndpointRequest``) that
+  nacos-sdk-python's ``v2.nacos.ai`` and nacos-mcp-wrapper-python send.
 
 Fault controls: ``stop`` / ``start`` / ``restart`` (same ports, stored data
 kept, every connection dropped), ``drop_pushes``, ``delay_pushes``,
@@ -72,6 +76,8 @@ PUBLIC = "public"
 VERSIONS_GROUP = "mcp-server-versions"
 SERVER_GROUP = "mcp-server"
 TOOLS_GROUP = "mcp-tools"
+MCP_ENDPOINTS_GROUP = "mcp-endpoints"
+"""Where Nacos 3 creates the service of an MCP server registered with a ``DIRECT`` endpoint."""
 
 # Nacos' own codes (com.alibaba.nacos.api.exception.NacosException / ResponseCode).
 _FAIL = 500
@@ -80,6 +86,7 @@ _CONFIG_NOT_FOUND = 300
 _UN_REGISTER = 301
 _NO_HANDLER = 302
 _INVALID_PARAM = 400
+_SERVER_ERROR = 30000  # the admin API's code for an unexpected server-side exception
 
 _ABILITY_TABLE = {
     "supportPersistentInstanceByGrpc": True,
@@ -783,7 +790,7 @@ class NacosDouble:
         except _Fail as failure:
             return JSONResponse(
                 {"code": failure.error_code, "message": failure.message, "data": None},
-                status_code=failure.error_code if failure.error_code >= 400 else 400,
+                status_code=500 if failure.error_code == _SERVER_ERROR else max(failure.error_code, 400),
             )
         return JSONResponse({"code": 0, "message": "success", "data": server_id if request.method == "POST" else "ok"})
 
@@ -857,18 +864,46 @@ class NacosDouble:
             "toolsDescriptionRef": f"{server_id}-{version}-mcp-tools.json",
         }
         endpoint = json.loads(params.get("endpointSpecification") or "{}")
-        if endpoint.get("type") == "REF":
-            # Nacos 3 rebuilds serviceRef from the endpoint, always in the server's own namespace.
-            data = endpoint.get("data") or {}
-            remote = dict(server.get("remoteServerConfig") or {})
-            remote["serviceRef"] = {"namespaceId": namespace, "groupName": data.get("groupName", "DEFAULT_GROUP"),
-                                    "serviceName": data.get("serviceName", "")}
-            server["remoteServerConfig"] = remote
+        if endpoint and not isinstance(spec.get("remoteServerConfig"), dict):
+            # Nacos 3.1 fails with a NullPointerException (code 30000, HTTP 500) instead of a validation message.
+            raise _Fail(_SERVER_ERROR, 'Cannot invoke "McpServerRemoteServiceConfig.setServiceRef(...)" because '
+                        '"McpServerStorageInfo.getRemoteServerConfig()" is null')
+        ref = self._endpoint_service_ref(namespace, name, version, endpoint)
+        if ref is not None:
+            server["remoteServerConfig"] = {**(server.get("remoteServerConfig") or {}), "serviceRef": ref}
         # Nacos writes the versions file first: readers may see a version whose spec is not there yet.
         self.set_config(namespace, VERSIONS_GROUP, f"{server_id}-mcp-versions.json", json.dumps(versions))
         self.set_config(namespace, SERVER_GROUP, f"{server_id}-{version}-mcp-server.json", json.dumps(server))
         self.set_config(namespace, TOOLS_GROUP, f"{server_id}-{version}-mcp-tools.json", json.dumps(tools))
         return server_id
+
+    def _endpoint_service_ref(
+        self, namespace: str, name: str, version: str, endpoint: dict[str, Any]
+    ) -> dict[str, str] | None:
+        """The serviceRef Nacos 3.1 stores for an ``endpointSpecification`` (checked against the real server).
+
+        ``REF`` names an existing service, always taken in the server's own namespace.  ``DIRECT`` (what the
+        console sends for an MCP server given by its URL) makes Nacos create a persistent service of its own,
+        ``mcp-endpoints@@{name}::{version}``, holding one persistent instance at the address; deleting the MCP
+        server leaves that service and instance behind, as on the real server.  Both keep ``transportProtocol``.
+        """
+        data = endpoint.get("data") or {}
+        kind = str(endpoint.get("type") or "").upper()
+        if kind == "REF":
+            ref = {"namespaceId": namespace, "groupName": data.get("groupName") or "DEFAULT_GROUP",
+                   "serviceName": data.get("serviceName", "")}
+        elif kind == "DIRECT":
+            try:
+                address, port = str(data["address"]), int(data["port"])
+            except (KeyError, ValueError) as exc:
+                raise _Fail(_INVALID_PARAM, f"DIRECT endpointSpecification needs address and port: {exc}") from exc
+            ref = {"namespaceId": namespace, "groupName": MCP_ENDPOINTS_GROUP, "serviceName": f"{name}::{version}"}
+            self.add_instance(namespace, MCP_ENDPOINTS_GROUP, ref["serviceName"], address, port)
+        else:
+            return None
+        if data.get("transportProtocol"):
+            ref["transportProtocol"] = str(data["transportProtocol"])
+        return ref
 
     def _mcp_delete(self, namespace: str, params: dict[str, str]) -> None:
         existing = self._find_versions(namespace, server_id=params.get("mcpId", ""), name=params.get("mcpName", ""))
@@ -908,16 +943,23 @@ def _stored_tool_specification(tools: dict[str, Any]) -> dict[str, Any]:
         source = item if isinstance(item, dict) else {}
         return {key: source[key] for key in fields if source.get(key) is not None}
 
+    # Checked against the real server too: the three lists are always written (a console's
+    # {"securitySchemes": []} is stored as {"tools": [], "toolsMeta": {}, "securitySchemes": []}),
+    # invokeContext values become strings ({"n": 1} -> {"n": "1"}), and the keys the console's tool
+    # editor adds to a toolsMeta entry (transparentAuth, securitySchemeId, clientSecuritySchemeId) are dropped.
+    def meta_of(meta: object) -> dict[str, Any]:
+        kept = project(meta, _TOOL_META_FIELDS)
+        if isinstance(kept.get("invokeContext"), dict):
+            kept["invokeContext"] = {str(k): str(v) for k, v in kept["invokeContext"].items()}
+        return {**kept, "enabled": bool((meta if isinstance(meta, dict) else {}).get("enabled", True))}
+
     stored: dict[str, Any] = {}
-    if isinstance(tools.get("tools"), list):
-        stored["tools"] = [project(tool, _TOOL_FIELDS) for tool in tools["tools"]]
-    if isinstance(tools.get("toolsMeta"), dict):
-        stored["toolsMeta"] = {
-            name: {**project(meta, _TOOL_META_FIELDS), "enabled": bool((meta or {}).get("enabled", True))}
-            for name, meta in tools["toolsMeta"].items()
-        }
-    if isinstance(tools.get("securitySchemes"), list):
-        stored["securitySchemes"] = [project(scheme, _SECURITY_SCHEME_FIELDS) for scheme in tools["securitySchemes"]]
+    raw_tools, raw_meta, raw_schemes = tools.get("tools"), tools.get("toolsMeta"), tools.get("securitySchemes")
+    stored["tools"] = [project(tool, _TOOL_FIELDS) for tool in raw_tools] if isinstance(raw_tools, list) else []
+    stored["toolsMeta"] = {n: meta_of(m) for n, m in raw_meta.items()} if isinstance(raw_meta, dict) else {}
+    stored["securitySchemes"] = (
+        [project(scheme, _SECURITY_SCHEME_FIELDS) for scheme in raw_schemes] if isinstance(raw_schemes, list) else []
+    )
     return stored
 
 
