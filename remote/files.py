@@ -22,7 +22,10 @@ a write in progress (the previous content stays).  A file that vanishes is
 looked at again one debounce later before it counts as deleted, so an
 editor's "move away, write new" save does not flap a server off and on.  An
 instances file that does not parse keeps the previous list and is reported
-by ``problems()``; it is never delivered.
+by ``problems()``; it is never delivered.  One unusable entry in it (an ip
+that is no address, a port or weight out of Nacos' ranges, a field of the
+wrong type) is dropped and reported, and the other entries are delivered.
+An empty file is reported until it is written (the previous content stays).
 
 Watching uses ``watchfiles`` (inotify on Linux), not polling.  ``start()``
 returns only once the watcher exists, and loads the tree after that, so no

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from tests.support.hostile import StageOnItsOwnLoop
 from tests.support.mcp_wire import McpWire
 
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 300
 TOOLS = ["url_from_arg", "path_after_port", "host_suffix", "item", "echo"]
 TOKENS = [*"@:/\\?#%.[] \t\r\n", "TRAP2", "TRAP3", "//", "http://", "https://", "%2F", "%40", "..", "é", "a", "x.com"]
 

@@ -44,7 +44,7 @@ from remote.base import ConfigKey, ServiceKey
 from tests.support.hostile import SERVERS, SERVICES, StageOnItsOwnLoop, config_path, file_of, service_path
 from tests.support.mcp_wire import McpWire
 
-MAX_EXAMPLES = 60
+MAX_EXAMPLES = 150
 KINDS = ("versions", "server", "tools", "instances")
 DEEP = "[" * 10_000 + "]" * 10_000
 
