@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
@@ -515,6 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except McpgwError as exc:
         return _fail(str(exc))
+    except BrokenPipeError:
+        # The reader went away (``mcpgw validate tree | head``): the rest of the output is not wanted, and the
+        # status is what a shell gives a command SIGPIPE ended (never 0: the output was cut short).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 
