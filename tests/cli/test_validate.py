@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,18 @@ def test_validate_rejects_the_trees_the_gateway_rejects(
 
     assert code == 1
     assert all(line.startswith(f"{WEATHER}-1.1.0-mcp-tools.json:") for line in lines)
+
+
+def test_a_reader_that_goes_away_ends_validate_quietly_not_with_a_traceback(tree: Path) -> None:
+    _edit_json(tree / WEATHER_TOOLS, lambda doc: doc.update(
+        tools=[{"name": f"bad name {i}", "inputSchema": {"type": "object"}} for i in range(3000)]))
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "validate", str(tree)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()  # `| head -1`
+    process.stdout.close()
+
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 141
+    assert b"Traceback" not in err
