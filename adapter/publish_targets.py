@@ -14,9 +14,11 @@
   where Nacos dropped something, written again whole through the config API
   (the gateway serves it; the console shows the tools without those fields).
 - ``NacosConfigTarget`` (``--raw``): the three configs written through
-  nacos-sdk-python, for Nacos 2.x.  Specs first, versions file last, so no
-  reader ever sees a versions file pointing at a missing spec; deletions
-  the other way round.  Nacos' own MCP API does not see such servers.
+  nacos-sdk-python, for Nacos 2.x and a Nacos 3 with its AI module off.
+  Specs first, versions file last, so no reader ever sees a versions file
+  pointing at a missing spec; deletions the other way round.  Nacos' own MCP
+  API does not see such servers; mcpgw finds them by searching the versions
+  files where Nacos has no MCP listing (``remote.nacos_listing``).
 - ``FilesTarget`` (``--files DIR``): the same files in the files-tree layout
   (``DIR/config/<namespace>/<group>/<dataId>``), each written to a hidden
   temp file and renamed, so a watching gateway never reads half a file.
@@ -169,7 +171,8 @@ class NacosConfigTarget:
     async def find(self, namespace: str, name: str, pinned_id: str | None) -> str | None:
         if pinned_id and await self._source.get_config(versions_key(pinned_id, namespace)) is not None:
             return pinned_id
-        # Nacos 3 lists servers (also ones its console created, with random ids); Nacos 2 has no listing.
+        # The listing finds servers by name (also ones Nacos' console created, with random ids), through Nacos'
+        # MCP listing or, where there is none, by searching the versions files.
         with contextlib.suppress(McpgwError):
             for info in await self._source.list_mcp_servers(namespace):
                 if info.name == name:
@@ -216,7 +219,11 @@ class NacosAdminTarget:
         return None
 
     async def find(self, namespace: str, name: str, pinned_id: str | None) -> str | None:
-        for info in await self._source.list_mcp_servers(namespace):
+        listed = await self._source.list_mcp_servers(namespace)
+        # Every operation finds its server first: a Nacos without the admin API is refused before any write.
+        if self._source.listing_mode != "mcp-admin":
+            raise PublishError(_NO_ADMIN_API.format(where=f"Nacos at {self._source.admin_base_url}"))
+        for info in listed:
             if info.name == name or (pinned_id and info.id == pinned_id):
                 return info.id
         return None
@@ -274,14 +281,17 @@ class NacosAdminTarget:
         if response.status_code == 200 and isinstance(answer, dict) and answer.get("code") == 0:
             return
         where = f"Nacos at {response.request.url.scheme}://{response.request.url.netloc.decode()}"
-        if response.status_code == 404 and not isinstance(answer, dict):
-            raise PublishError(
-                f"{where} has no MCP admin API ({MCP_ADMIN_PATH} answered 404): Nacos 3.0.1 or later is "
-                "required; for Nacos 2.x publish with --raw"
-            )
+        if response.status_code == 404 and not (isinstance(answer, dict) and "code" in answer):
+            raise PublishError(_NO_ADMIN_API.format(where=where))
         message = answer.get("message") if isinstance(answer, dict) else response.text[:200]
         raise PublishError(f"{where} refused to {action}: {message or 'no message'} (HTTP {response.status_code})")
 
+
+_NO_ADMIN_API = (
+    "{where} has no MCP admin API (" + MCP_ADMIN_PATH + " answers 404: a Nacos 2.x, or a Nacos 3 with its AI "
+    "module off): publish with --raw, which writes the three configs directly; mcpgw serve finds such servers "
+    "by searching the versions files"
+)
 
 _ADMIN_VERSION_DELETE = (
     "Nacos' MCP admin API cannot delete one version: Nacos 3 deletes the server's versions file with it, "

@@ -44,7 +44,7 @@ from registry.health import HealthChecker
 from registry.managers import ClusterManager
 from registry.server_register import ServerRegister
 from registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
-from remote.base import RemoteClient, source_problems
+from remote.base import RemoteClient, ReportsListing, source_problems
 from remote.overlay import RegisteringSource
 
 log = structlog.get_logger("mcpgw.gateway")
@@ -76,6 +76,7 @@ def state_document(
     register: ServerRegister | None = None,
     source_problems: Mapping[str, str] | None = None,
     listing_problem: str | None = None,
+    listing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The /admin/state answer: everything an operator needs, nothing secret.
 
@@ -122,6 +123,7 @@ def state_document(
         "discovery": {"listing_problem": listing_problem},
         "summary": describe_state(state),
         **({"server_register": register.statistics()} if register is not None else {}),
+        **({"listing": listing} if listing is not None else {}),
     }
 
 
@@ -278,9 +280,11 @@ class Gateway:
         )
 
     async def admin_state(self, request: Request) -> Response:
+        listing = self.source.listing_status() if isinstance(self.source, ReportsListing) else None
         return JSONResponse(state_document(
             self.store.current, self.clusters, ready=self.adapter.ready.is_set(), register=self.servers,
             source_problems=source_problems(self.cluster_source), listing_problem=self.adapter.listing_problem,
+            listing=listing,
         ))
 
     async def metrics_endpoint(self, request: Request) -> Response:

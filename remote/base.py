@@ -29,7 +29,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 DEFAULT_NAMESPACE = "public"
 DEFAULT_GROUP = "DEFAULT_GROUP"
@@ -164,6 +164,15 @@ InstancesCallback = Callable[[ServiceKey, tuple[ServiceInstance, ...]], Awaitabl
 
 ListingCallback = Callable[[], Awaitable[None]]
 """Called when the set of MCP servers may have changed."""
+
+
+@runtime_checkable
+class ReportsListing(Protocol):
+    """A source that can say how it lists MCP servers (Nacos: which API it chose, what was wrong)."""
+
+    def listing_status(self) -> dict[str, Any]:
+        """A JSON-ready description for /admin/state."""
+        ...
 
 
 @runtime_checkable

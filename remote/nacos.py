@@ -43,9 +43,16 @@ is filed down, so the rest of mcpgw sees only the ``RemoteClient`` contract:
   reference a service in another namespace.
 - **Listing** goes through ``GET /nacos/v3/admin/ai/mcp/list`` (all pages),
   parsed with our own models, with a token from ``POST /nacos/v3/auth/user/login``
-  (``/nacos/v1/auth/login`` on Nacos 2.x) when credentials are given.  Nacos pushes nothing when the listing changes,
-  so ``watch_listing`` polls it (``listing_poll_interval``) and calls back
-  only on a difference, and after every reconnect.
+  (``/nacos/v1/auth/login`` on Nacos 2.x) when credentials are given.  Where
+  that API does not exist (Nacos 2.x, a Nacos 3 with its AI module off) the
+  versions files are searched instead (``remote.nacos_listing``).  Which way is
+  decided once per source, by the first listing (the gateway's first discovery
+  pass, at start): the APIs are probed in order, the first that does not answer
+  404 or 410 is used from then on, and the choice is logged
+  (``nacos.listing_mode``) and shown by ``listing_status()`` (/admin/state).
+  Nacos pushes nothing when the listing changes, so ``watch_listing`` polls it
+  (``listing_poll_interval``, whichever the mode) and calls back only on a
+  difference, and after every reconnect.
 - **Errors are ours.**  SDK and HTTP failures become ``SourceUnavailable``,
   ``SourceAuthError`` or ``SourceNotFound`` with a sentence naming the server
   and the user, never the password or token.  ``start`` fails within
@@ -61,11 +68,12 @@ resync.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -89,6 +97,7 @@ from remote.base import (
     instance_problem,
 )
 from remote.jsondoc import JsonDocumentError, has_lone_surrogate, load_json
+from remote.nacos_listing import LISTING_APIS, MCP_ADMIN, ListingApi, ListingMode, VersionsSearch, listing_params
 
 with warnings.catch_warnings():
     # nacos-sdk-python 3.2 still declares a pydantic-v1 ``class Config``; the warning is not ours to act on.
@@ -115,6 +124,7 @@ _NO_RIGHT = 403
 _STOP_GRACE = 1.0
 _NOT_FOUND_CODES = (300, 404)
 _INVALID_PARAM_CODES = (400, -400)
+_SHOWN_PROBLEMS = 100
 
 
 class _ExpectedSdkNoise(logging.Filter):
@@ -339,7 +349,8 @@ restarting Nacos accepts connections while it is still starting, and what it is 
 
 
 class NacosSource:
-    """``RemoteClient`` over a Nacos 2.x/3.x server (3.0.1+ for the MCP listing)."""
+    """``RemoteClient`` over a Nacos 2.x/3.x server: Nacos' MCP listing on 3.0.1+, a search of the versions
+    files where there is none."""
 
     def __init__(
         self,
@@ -354,6 +365,7 @@ class NacosSource:
         list_page_size: int = 100,
         connect_timeout: float = 5.0,
         listing_poll_interval: float = 1.0,
+        listing_apis: Sequence[ListingApi] = LISTING_APIS,
     ) -> None:
         self._server_addr = server_addr
         self._addresses = [a.strip() for a in server_addr.split(",") if a.strip()]
@@ -369,6 +381,12 @@ class NacosSource:
         self._list_page_size = list_page_size
         self._connect_timeout = connect_timeout
         self._listing_poll_interval = listing_poll_interval
+        if not listing_apis:
+            raise SourceError("no listing API given to probe: pass at least one of remote.nacos_listing.LISTING_APIS")
+        self._listing_apis = tuple(listing_apis)
+        self._listing: ListingApi | None = None
+        self._search: VersionsSearch | None = None
+        self._listing_lock = asyncio.Lock()
 
         self._http: httpx.AsyncClient | None = None
         self._token: str | None = None
@@ -438,6 +456,7 @@ class NacosSource:
         self._config_watches.clear()
         self._service_watches.clear()
         self._listing_callbacks.clear()
+        self._listing = self._search = None
         self._last_read.clear()
         self._last_listed.clear()
         self._dirty_configs.clear()
@@ -752,6 +771,9 @@ class NacosSource:
 
     async def list_mcp_servers(self, namespace: str = DEFAULT_NAMESPACE) -> list[McpServerInfo]:
         self._require_started()
+        await self._listing_api()
+        if self._search is not None:
+            return await self._search.list_servers(namespace)
         found: dict[str, McpServerInfo] = {}
         dropped: list[str] = []
         page_no = 1
@@ -806,14 +828,8 @@ class NacosSource:
             self._problems.pop(where, None)
 
     async def _list_page(self, namespace: str, page_no: int) -> _McpPage:
-        params = {
-            "pageNo": str(page_no),
-            "pageSize": str(self._list_page_size),
-            "namespaceId": namespace,
-            "mcpName": "",
-            "search": "blur",
-        }
-        response = await self._admin_get("/nacos/v3/admin/ai/mcp/list", params, f"list MCP servers of {namespace}")
+        params = listing_params(MCP_ADMIN, namespace, page_no, self._list_page_size)
+        response = await self._admin_get(MCP_ADMIN.path, params, f"list MCP servers of {namespace}")
         try:
             answer = _McpListAnswer.model_validate(load_json(response.text))
         except JsonDocumentError as exc:
@@ -831,6 +847,62 @@ class NacosSource:
                 f"code {answer.code}: {answer.message or 'no message'}"
             )
         return answer.data
+
+    async def _listing_api(self) -> ListingApi:
+        """The listing API of this Nacos: probed by the first listing, then kept for the life of the source."""
+        if self._listing is None:
+            async with self._listing_lock:
+                if self._listing is None:
+                    api = await self._probe_listing()
+                    if api.mode != "mcp-admin":
+                        self._search = VersionsSearch(
+                            api, fetch=functools.partial(self.admin_request, "GET"), page_size=self._list_page_size,
+                            where=f"Nacos at {self._admin_base_url}",
+                        )
+                    self._listing = api
+        return self._listing
+
+    async def _probe_listing(self) -> ListingApi:
+        absent: list[str] = []
+        for api in self._listing_apis:
+            params = listing_params(api, self._namespace, 1, 1)
+            response = await self.admin_request("GET", api.path, params, f"find out how to list MCP servers ({api})")
+            if response.status_code in (404, 410):
+                absent.append(f"{api} answered {response.status_code}")
+                continue
+            if response.status_code >= 400:
+                raise SourceUnavailable(
+                    f"Nacos at {self._admin_base_url} failed to answer {api} (HTTP {response.status_code}: "
+                    f"{response.text[:200]}) when asked how to list MCP servers; discovery retries"
+                )
+            log.info("nacos.listing_mode", server=self._server_addr, admin=self._admin_base_url, mode=api.mode,
+                     api=str(api), absent=absent)
+            return api
+        raise SourceNotFound(
+            f"Nacos at {self._admin_base_url} offers no way to list MCP servers: {'; '.join(absent)}. mcpgw needs "
+            "Nacos' MCP listing (Nacos 3.0.1 or later, its AI module on) or a config search to find the versions "
+            "files (/nacos/v3/admin/cs/config/list on Nacos 3, /nacos/v1/cs/configs on Nacos 2.x)"
+        )
+
+    @property
+    def admin_base_url(self) -> str:
+        return self._admin_base_url
+
+    @property
+    def listing_mode(self) -> ListingMode | None:
+        """How this source lists MCP servers; ``None`` until its first listing has probed."""
+        return self._listing.mode if self._listing is not None else None
+
+    def listing_status(self) -> dict[str, Any]:
+        """How this source lists MCP servers, for /admin/state: the mode (``None`` before the first listing),
+        the API, and what was wrong with the versions files the latest search found."""
+        problems = self._search.problems if self._search is not None else {}
+        return {
+            "server": self._admin_base_url,
+            "mode": self.listing_mode,
+            "api": str(self._listing) if self._listing is not None else None,
+            "problems": [p.as_dict() for ns in sorted(problems) for p in problems[ns]][:_SHOWN_PROBLEMS],
+        }
 
     async def admin_request(self, method: str, path: str, params: dict[str, str], action: str) -> httpx.Response:
         """One call to the Nacos admin HTTP API, with our access token (renewed once if refused).
@@ -869,8 +941,8 @@ class NacosSource:
         response = await self.admin_request("GET", path, params, action)
         if response.status_code == 404:
             raise SourceNotFound(
-                f"Nacos at {self._admin_base_url} has no MCP registry API ({path} answered 404): "
-                "Nacos 3.0.1 or later is required to list MCP servers"
+                f"Nacos at {self._admin_base_url} has no MCP registry API any more ({path} answered 404; it had one "
+                "when this source first listed): restart mcpgw so that it probes the listing again"
             )
         if response.status_code >= 400:
             raise SourceUnavailable(f"Nacos at {self._admin_base_url} failed to {action}: HTTP {response.status_code}")

@@ -14,7 +14,8 @@
 #   NACOS_HOME          data and logs; kept if given (its admin password must then match),
 #                       otherwise a new directory removed on exit
 #   NACOS_CONSOLE_PORT  the console's port (default PORT+2000)
-#   NACOS_AI_ENABLED    "false" switches the AI module off: no /nacos/v3/admin/ai/* (as Nacos 2.x)
+#   NACOS_AI_ENABLED    "false" switches the AI module off: no /nacos/v3/admin/ai/* (as Nacos 2.x),
+#                       and no console (Nacos 3.1's console needs the AI module)
 #   NACOS_PUSH_DELAY_MS how long Nacos batches a service's changes before pushing them to
 #                       subscribers (nacos.naming.push.pushTaskDelay; default: Nacos' own 500)
 #   NACOS_JAVA_OPTS     extra JVM options (default: -Xms256m -Xmx768m)
@@ -22,7 +23,8 @@
 #
 # Ready when it prints, on standard output, the single line
 #   mcpgw-nacos: ready http://127.0.0.1:PORT/nacos
-# (the HTTP API answers, the admin password is set and a login with it succeeded).  Exit codes:
+# (every context started, the HTTP API answers, the admin password is set and a login with it
+# succeeded).  Exit codes:
 # 2 bad usage, 3 the build failed (Maven Central unreachable, say), 4 Nacos did not start.
 set -euo pipefail
 
@@ -54,7 +56,7 @@ build() {
 
 case "${1:-}" in
     --build) build; echo "mcpgw-nacos: built $jar"; exit 0 ;;
-    ''|-h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] && exit 0; exit 2 ;;
+    ''|-h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] && exit 0; exit 2 ;;
 esac
 port="$1"
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 64000 ] || die 2 "PORT must be a number from 1 to 64000 (got '$port')"
@@ -96,7 +98,8 @@ pid=$!
 
 base="http://127.0.0.1:$port/nacos"
 deadline=$((SECONDS + 180))
-until curl -fsS -o /dev/null "$base/v3/admin/core/state/readiness" 2>/dev/null; do
+until grep -q '^mcpgw-nacos: started' "$home/stdout.log" 2>/dev/null \
+    && curl -fsS -o /dev/null "$base/v3/admin/core/state/readiness" 2>/dev/null; do
     if ! kill -0 "$pid" 2>/dev/null; then
         tail -n 40 "$home/stdout.log" >&2 || true
         die 4 "Nacos exited during start-up (log above; port $port, $((port + 1000)) or $console_port in use?)"
@@ -113,5 +116,7 @@ if ! curl -fsS -o /dev/null -X POST "$base/v3/auth/user/login" \
     die 4 "the admin user of $home has another password than NACOS_PASSWORD (use a new NACOS_HOME)"
 fi
 
-echo "mcpgw-nacos: ready $base (gRPC $((port + 1000)), console http://127.0.0.1:$console_port, data $home)"
+console="console http://127.0.0.1:$console_port"
+[ "$ai_enabled" = "false" ] && console="no console: the AI module is off"
+echo "mcpgw-nacos: ready $base (gRPC $((port + 1000)), $console, data $home)"
 wait "$pid" || die 4 "Nacos exited (log: $home/stdout.log)"

@@ -27,10 +27,22 @@ What it speaks:
 - HTTP: login (``/nacos/v1/auth/login``, ``/nacos/v1/auth/users/login``), the
   Nacos 3 MCP admin API (list derived from the stored versions configs, and
   cheap create / update / delete that write the three configs; ``REF`` and
-  ``DIRECT`` endpoint specifications as Nacos 3.1 stores them).  Not spoken:
-  the AI module's gRPC requests (``QueryMcpServerRequest``,
-  ``ReleaseMcpServerRequest``, ``McpServerEndpointRequest``) that
-  nacos-sdk-python's ``v2.nacos.ai`` and nacos-mcp-wrapper-python send.
+  ``DIRECT`` endpoint specifications as Nacos 3.1 stores them), and the config
+  search: ``GET /nacos/v3/admin/cs/config/list`` (items without content),
+  ``GET /nacos/v3/admin/cs/config`` (one config with its content) and
+  ``GET /nacos/v1/cs/configs?search=…`` (items with content; 410 Gone unless
+  ``v1_console_api``, as Nacos 3.1 answers by default).  Blur search is SQL
+  ``LIKE`` as in Nacos: ``*`` any run, ``_`` any one character, case-sensitive;
+  items come in dataId order when a dataId is matched, else in the order the
+  configs were created.  Not spoken: the AI module's gRPC requests
+  (``QueryMcpServerRequest``, ``ReleaseMcpServerRequest``,
+  ``McpServerEndpointRequest``) that nacos-sdk-python's ``v2.nacos.ai`` and
+  nacos-mcp-wrapper-python send.
+
+Modules, fixed at construction as a Nacos' are at its start: ``mcp_listing=False``
+is a Nacos 3 with its AI module off (``nacos.extension.ai.enabled=false``):
+every MCP admin path answers Spring's 404 and only the config search lists
+servers; ``v1_console_api=True`` is ``nacos.core.api.compatibility.console.enabled``.
 
 Fault controls: ``stop`` / ``start`` / ``restart`` (same ports, stored data
 kept, every connection dropped), ``drop_pushes``, ``delay_pushes``,
@@ -46,6 +58,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import re
 import secrets
 import socket
 import time
@@ -64,6 +77,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 with warnings.catch_warnings():
     # Importing the generated messages runs nacos-sdk-python's package init, which declares a pydantic-v1
@@ -141,6 +155,11 @@ def _namespace(raw: object) -> str:
     return str(raw) if raw else PUBLIC
 
 
+def _legal_param(value: str) -> bool:
+    """Nacos' ``ParamUtils.isValid``: letters, digits and ``_ - . :`` only."""
+    return re.fullmatch(r"[A-Za-z0-9_.:-]*", value) is not None
+
+
 def _md5(content: str | None) -> str:
     if not content:
         return ""
@@ -167,11 +186,15 @@ def _free_port_pair(host: str) -> int:
 class NacosDouble:
     """An in-process Nacos 3 stand-in; see the module docstring."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, mcp_listing: bool = True, v1_console_api: bool = False) -> None:
         self.host = host
+        self.mcp_listing = mcp_listing
+        self.v1_console_api = v1_console_api
         self.http_port = _free_port_pair(host)
         self.grpc_port = self.http_port + 1000
         self._configs: dict[ConfigId, str] = {}
+        self._config_rows: dict[ConfigId, tuple[int, str]] = {}  # Nacos' row id and content type
+        self._row_ids = itertools.count(1102781748468518912)
         self._services: dict[ServiceId, dict[InstanceId, _StoredInstance]] = {}
         self._ref_times: dict[ServiceId, int] = {}
         self._clock_ms = 0
@@ -189,6 +212,8 @@ class NacosDouble:
         self._http_task: asyncio.Task[None] | None = None
         self.pushes_sent = 0
         self.requests_seen: list[str] = []
+        self.http_requests_seen: list[str] = []
+        """The path of every HTTP request, in order."""
         self.push_observers: list[Callable[[str, dict[str, Any]], None]] = []
         """Called with (request type, body) as each config / naming push is handed to its stream."""
 
@@ -286,10 +311,13 @@ class NacosDouble:
 
     # ------------------------------------------------------------------ state, as another client would change it
 
-    def set_config(self, namespace: str, group: str, data_id: str, content: str) -> None:
+    def set_config(self, namespace: str, group: str, data_id: str, content: str, *, config_type: str = "text") -> None:
+        """Create or update a config; like Nacos, an update keeps its row (its place in searches)."""
         if not content:
             raise ValueError("Nacos refuses empty content; use delete_config")
         key = (_namespace(namespace), group, data_id)
+        row = self._config_rows.get(key)
+        self._config_rows[key] = (row[0] if row else next(self._row_ids), config_type or "text")
         if self._configs.get(key) == content:
             return
         self._configs[key] = content
@@ -297,6 +325,7 @@ class NacosDouble:
 
     def delete_config(self, namespace: str, group: str, data_id: str) -> None:
         key = (_namespace(namespace), group, data_id)
+        self._config_rows.pop(key, None)
         if self._configs.pop(key, None) is not None:
             self._config_changed(key)
 
@@ -570,7 +599,7 @@ class NacosDouble:
         cas = body.get("casMd5")
         if cas and cas != _md5(self._configs.get(key)):
             raise _Fail(_FAIL, "Cas publish fail, server md5 may have changed.")
-        self.set_config(*key, content)
+        self.set_config(*key, content, config_type=str((body.get("additionMap") or {}).get("type") or "text"))
         return {}
 
     def _config_remove(self, _conn: _Connection, body: dict[str, Any]) -> dict[str, Any]:
@@ -672,16 +701,39 @@ class NacosDouble:
 
     # ------------------------------------------------------------------ HTTP: login and the MCP admin API
 
-    def _http_app(self) -> Starlette:
-        return Starlette(
+    def _http_app(self) -> ASGIApp:
+        mcp = (self._mcp_list, self._mcp_write) if self.mcp_listing else (self._no_endpoint, self._no_endpoint)
+        app = Starlette(
             routes=[
                 Route("/nacos/v1/auth/login", self._login, methods=["POST"]),
                 Route("/nacos/v1/auth/users/login", self._login, methods=["POST"]),
                 Route("/nacos/v3/auth/user/login", self._login, methods=["POST"]),
-                Route("/nacos/v3/admin/ai/mcp/list", self._mcp_list, methods=["GET"]),
-                Route("/nacos/v3/admin/ai/mcp", self._mcp_write, methods=["POST", "PUT", "DELETE"]),
+                Route("/nacos/v3/admin/ai/mcp/list", mcp[0], methods=["GET"]),
+                Route("/nacos/v3/admin/ai/mcp", mcp[1], methods=["POST", "PUT", "DELETE"]),
+                Route("/nacos/v3/admin/cs/config/list", self._config_search, methods=["GET"]),
+                Route("/nacos/v3/admin/cs/config", self._config_detail, methods=["GET"]),
+                Route("/nacos/v1/cs/configs", self._config_search_v1, methods=["GET"]),
             ]
         )
+
+        async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                self.http_requests_seen.append(str(scope["path"]))
+            await app(scope, receive, send)
+
+        return recording
+
+    @staticmethod
+    def _spring_error(request: Request, status: int, error: str, message: str) -> Response:
+        """An error as Spring Boot's error controller answers it, before or outside any Nacos controller."""
+        return JSONResponse(
+            {"timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"), "status": status, "error": error,
+             "message": message, "path": request.url.path},
+            status_code=status,
+        )
+
+    async def _no_endpoint(self, request: Request) -> Response:
+        return self._spring_error(request, 404, "Not Found", f"No endpoint {request.method} {request.url.path}.")
 
     async def _params(self, request: Request) -> dict[str, str]:
         params = dict(request.query_params)
@@ -713,6 +765,124 @@ class NacosDouble:
             return None
         message = "token invalid!" if token else "user not found!"
         return JSONResponse({"code": _NO_RIGHT, "message": message, "data": None}, status_code=403)
+
+    def _spring_denied(self, request: Request, params: dict[str, str]) -> Response | None:
+        """Nacos 3's auth filter in front of the config controllers (v3 admin and the v1 compatibility API)."""
+        if self._credentials is None:
+            return None
+        token = request.headers.get("accessToken") or params.get("accessToken")
+        if token in self._tokens:
+            return None
+        message = "token invalid!" if token else "User not found! Please check user exist or password is right!"
+        return self._spring_error(request, 403, "Forbidden", f"Code: 401, Message: {message}.")
+
+    def _search(self, namespace: str, group: str, data_id: str, blur: bool) -> list[ConfigId]:
+        def matches(pattern: str, value: str) -> bool:
+            if not pattern:
+                return True
+            if not blur:
+                return pattern == value
+            regex = "".join(".*" if c == "*" else "." if c == "_" else re.escape(c) for c in pattern)
+            return re.fullmatch(regex, value) is not None
+
+        found = [
+            key
+            for key in sorted(self._configs, key=lambda k: self._config_rows[k][0])
+            if key[0] == namespace and matches(group, key[1]) and matches(data_id, key[2])
+        ]
+        if data_id:
+            # As the real one answers: with a dataId to match, its database walks the (dataId, group, tenant)
+            # index, so items come in dataId order; without one, in the order the configs were created.
+            found.sort(key=lambda k: (k[2], k[1], k[0]))
+        return found
+
+    @staticmethod
+    def _page_of(found: list[Any], page_no: int, page_size: int) -> dict[str, Any]:
+        start = (page_no - 1) * page_size
+        return {
+            "totalCount": len(found),
+            "pageNumber": page_no,
+            "pagesAvailable": (len(found) + page_size - 1) // page_size,
+            "pageItems": found[start : start + page_size],
+        }
+
+    async def _config_search(self, request: Request) -> Response:
+        """``GET /nacos/v3/admin/cs/config/list``: ConfigControllerV3.list, answered as Nacos 3.1 answers."""
+        params = dict(request.query_params)
+        if (denied := self._spring_denied(request, params)) is not None:
+            return denied
+        pages: dict[str, int] = {}
+        for name, default in (("pageNo", 1), ("pageSize", 100)):
+            raw = params.get(name) or str(default)
+            if not raw.lstrip("-").isdigit():
+                return JSONResponse({"code": 30000, "message": f"Validation failed for argument {name}", "data": None},
+                                    status_code=400)
+            if int(raw) <= 0:
+                return JSONResponse(
+                    {"code": 20002, "message": "parameter validate error",
+                     "data": f"Required parameter '{name}' should be positive integer, current is {raw}"},
+                    status_code=400,
+                )
+            pages[name] = int(raw)
+        blur = params.get("search") == "blur"
+        data_id, group = params.get("dataId", ""), params.get("groupName", "")
+        if not blur and not _legal_param(data_id):
+            return Response("Param 'dataId' is illegal, illegal characters should not appear in the param.\n",
+                            status_code=400)
+        items = [
+            {"id": str(self._config_rows[key][0]), "namespaceId": key[0], "groupName": key[1], "dataId": key[2],
+             "md5": _md5(self._configs[key]), "type": self._config_rows[key][1], "appName": "", "createTime": 0,
+             "modifyTime": 0}
+            for key in self._search(_namespace(params.get("namespaceId")), group, data_id, blur)
+        ]
+        page = self._page_of(items, pages["pageNo"], pages["pageSize"])
+        return JSONResponse({"code": 0, "message": "success", "data": page})
+
+    async def _config_detail(self, request: Request) -> Response:
+        """``GET /nacos/v3/admin/cs/config``: one config with its content (what the console's detail view reads)."""
+        params = dict(request.query_params)
+        if (denied := self._spring_denied(request, params)) is not None:
+            return denied
+        key = (_namespace(params.get("namespaceId")), params.get("groupName", ""), params.get("dataId", ""))
+        content = self._configs.get(key)
+        if content is None:
+            return JSONResponse({"code": 20004, "message": "resource not found",
+                                 "data": "Config not exist, please publish Config first."}, status_code=404)
+        row_id, config_type = self._config_rows[key]
+        return JSONResponse({"code": 0, "message": "success", "data": {
+            "id": str(row_id), "namespaceId": key[0], "groupName": key[1], "dataId": key[2], "md5": _md5(content),
+            "type": config_type, "appName": "", "createTime": 0, "modifyTime": 0, "content": content, "desc": None,
+            "encryptedDataKey": "", "createUser": "nacos", "createIp": "127.0.0.1", "configTags": None}})
+
+    async def _config_search_v1(self, request: Request) -> Response:
+        """``GET /nacos/v1/cs/configs?search=…``: gone in Nacos 3.1 unless the console compatibility API is on."""
+        if not self.v1_console_api:
+            message = json.dumps({
+                "code": 40000,
+                "message": "Current API will be deprecated, please use API(s) `GET ${contextPath:nacos}/v3/console/"
+                "cs/config/list` instead, or set `nacos.core.api.compatibility.console.enabled=true` in "
+                "application.properties.",
+            })
+            return self._spring_error(request, 410, "Gone", message)
+        params = dict(request.query_params)
+        if (denied := self._spring_denied(request, params)) is not None:
+            return denied
+        if "search" not in params:
+            return Response("the double serves only the v1 config search (search=blur|accurate)", status_code=501)
+        if "pageNo" not in params or "pageSize" not in params:
+            return self._spring_error(request, 400, "Bad Request", "Required parameter 'pageNo' is not present.")
+        page_no, page_size = int(params["pageNo"]), int(params["pageSize"])
+        data_id, group = params.get("dataId", ""), params.get("group", "")
+        if page_no <= 0 or page_size <= 0:
+            return Response(f"caused: serialize page error, dataId={data_id}, group={group};caused: pageNo and "
+                            "pageSize must be greater than zero;", status_code=400)
+        items = [
+            {"id": str(self._config_rows[key][0]), "dataId": key[2], "group": key[1], "content": self._configs[key],
+             "md5": _md5(self._configs[key]), "encryptedDataKey": "", "tenant": key[0], "appName": "",
+             "type": self._config_rows[key][1]}
+            for key in self._search(_namespace(params.get("tenant")), group, data_id, params["search"] == "blur")
+        ]
+        return JSONResponse(self._page_of(items, page_no, page_size))
 
     def _versions(self, namespace: str) -> list[dict[str, Any]]:
         found = []

@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +36,8 @@ START_BOUND = 240.0
 BUILD_BOUND = 900.0
 
 _READY = "mcpgw-nacos: ready "
+_DEFAULT_JAVA_OPTS = "-Xms256m -Xmx768m"
+"""run.sh's default heap, kept when properties are added to the JVM options."""
 
 
 class NacosUnavailable(Exception):
@@ -80,10 +82,19 @@ def build() -> None:
 class RealNacos:
     """One Nacos process at a fixed set of ports and a data directory kept across restarts."""
 
-    def __init__(self, home: Path, *, port: int | None = None, ai_enabled: bool = True) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        port: int | None = None,
+        ai_enabled: bool = True,
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
+        """``properties`` are Nacos settings (``application.properties`` keys) given as JVM system properties."""
         self.home = home
         self.port = port if port is not None else free_nacos_port()
         self.ai_enabled = ai_enabled
+        self.properties = dict(properties or {})
         self.username = "nacos"
         self.password = PASSWORD
         self._process: subprocess.Popen[str] | None = None
@@ -108,6 +119,9 @@ class RealNacos:
             "NACOS_PASSWORD": self.password,
             "NACOS_AI_ENABLED": "true" if self.ai_enabled else "false",
         }
+        if self.properties:
+            options = [f"-D{key}={value}" for key, value in sorted(self.properties.items())]
+            env["NACOS_JAVA_OPTS"] = " ".join([env.get("NACOS_JAVA_OPTS") or _DEFAULT_JAVA_OPTS, *options])
         self._output = []
         process = subprocess.Popen(
             ["bash", str(RUN_SH), str(self.port)],

@@ -41,8 +41,12 @@ public final class Launcher {
                 .run(args);
         NacosStartUpManager.start(NacosStartUp.WEB_START_UP_PHASE);
         new SpringApplicationBuilder(NacosServerWebApplication.class).parent(core).run(args);
-        NacosStartUpManager.start(NacosStartUp.CONSOLE_START_UP_PHASE);
-        new SpringApplicationBuilder(NacosConsole.class).parent(core).run(args);
+        // The 3.1 console needs beans of the AI module (its A2A and MCP pages) whatever it is told, so a
+        // Nacos with the AI module off runs without a console; failing there would also stop the server.
+        if (core.getEnvironment().getProperty("nacos.extension.ai.enabled", Boolean.class, true)) {
+            NacosStartUpManager.start(NacosStartUp.CONSOLE_START_UP_PHASE);
+            new SpringApplicationBuilder(NacosConsole.class).parent(core).run(args);
+        }
         System.out.println("mcpgw-nacos: started");
         System.out.flush();
     }
