@@ -316,6 +316,20 @@ def argument_validator(schema: Mapping[str, Any]) -> ArgumentValidator:
     return validator
 
 
+@dataclass(frozen=True, slots=True)
+class _ToolsOf:
+    """What every tool of one server is converted with."""
+
+    spec: ToolsSpec
+    meta_raw: Mapping[str, Any]
+    schemes: list[dict[str, Any]]
+    schemes_raw: Any
+    route: Route
+    cluster: Cluster | None
+    backend: BackendKind
+    where: dict[str, str]
+
+
 class ConfigConverter:
     """Turns one server's snapshot into ``ServerModels``, ``DisabledServer`` or a ``ConversionError``.
 
@@ -548,12 +562,19 @@ class ConfigConverter:
     ) -> tuple[Tool, ...]:
         seen: set[str] = set()
         tools: list[Tool] = []
-        meta_raw = raw.get("toolsMeta") or {}
-        schemes = [s.model_dump(by_alias=True, exclude_none=True) for s in spec.securitySchemes]
+        server = _ToolsOf(
+            spec=spec,
+            meta_raw=raw.get("toolsMeta") or {},
+            schemes=[s.model_dump(by_alias=True, exclude_none=True) for s in spec.securitySchemes],
+            schemes_raw=raw.get("securitySchemes"),
+            route=route,
+            cluster=cluster,
+            backend=backend,
+            where=where,
+        )
         for path, definition in definitions:
             try:
-                tool = ConfigConverter._tool(path, definition, seen, spec, meta_raw, schemes,
-                                             raw.get("securitySchemes"), route, cluster, backend, where)
+                tool = ConfigConverter._tool(path, definition, seen, server)
             except ConversionError as exc:
                 if problems is None:
                     raise
@@ -565,20 +586,11 @@ class ConfigConverter:
         return tuple(tools)
 
     @staticmethod
-    def _tool(
-        path: str,
-        definition: ToolDefinition,
-        seen: set[str],
-        spec: ToolsSpec,
-        meta_raw: Mapping[str, Any],
-        schemes: list[dict[str, Any]],
-        security_schemes: Any,
-        route: Route,
-        cluster: Cluster | None,
-        backend: BackendKind,
-        where: dict[str, str],
-    ) -> Tool | None:
+    def _tool(path: str, definition: ToolDefinition, seen: set[str], server: _ToolsOf) -> Tool | None:
         """One tool of the server, ``None`` if it is disabled, or the ``ConversionError`` that keeps it out."""
+        spec, meta_raw, route, cluster, backend, where = (
+            server.spec, server.meta_raw, server.route, server.cluster, server.backend, server.where
+        )
         name = definition.name
         if name in seen:
             raise ConversionError(
@@ -610,7 +622,7 @@ class ConfigConverter:
                     **where,
                 )
             try:
-                binding = compile_rest_binding(name, template, schemes, definition.inputSchema)
+                binding = compile_rest_binding(name, template, server.schemes, definition.inputSchema)
             except ConversionError as exc:
                 raise ConversionError(exc.reason, path=exc.path, tool=name, **where) from exc
             if not binding.is_direct and binding.needs_instance and cluster is None:
@@ -636,7 +648,7 @@ class ConfigConverter:
                 backend,
                 _canonical(definition.model_dump()),
                 _canonical(meta_raw.get(name)),
-                _canonical(security_schemes),
+                _canonical(server.schemes_raw),
             ),
             binding=binding,
             validator=validator,
