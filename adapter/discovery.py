@@ -94,6 +94,8 @@ class MCPServerAdapter:
         self._sync_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.passes = 0
+        self.listing_problem: str | None = None
+        """Why the last listing of MCP servers failed (``None`` once one succeeds): shown on /admin/state."""
 
     @property
     def listeners(self) -> dict[str, ConfigListener]:
@@ -133,7 +135,15 @@ class MCPServerAdapter:
                 listing = await self._source.list_mcp_servers(self._namespace)
             except SourceError as exc:
                 log.warning("discovery.listing_failed", error=str(exc))
+                self.listing_problem = f"cannot list the MCP servers, retrying: {exc}"
                 raise
+            except Exception as exc:
+                self.listing_problem = (
+                    f"listing the MCP servers failed internally ({type(exc).__name__}), retrying; "
+                    "the details are in the gateway log"
+                )
+                raise
+            self.listing_problem = None
             plan = plan_discovery([s.id for s in listing], self._listeners.keys(), self._absent)
             if plan.suspicious_empty_listing:
                 log.warning("discovery.empty_listing", running=len(self._listeners),

@@ -25,6 +25,7 @@ listener goes idle meanwhile and never holds up readiness or other servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -127,6 +128,7 @@ class ConfigListener:
         self._unwatch: Callable[[], None] | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._retry_delay = RETRY_INITIAL_S
+        self._crash_retry: asyncio.TimerHandle | None = None
         self.backend_fetches = 0
 
     # -- lifecycle ---------------------------------------------------------
@@ -145,6 +147,9 @@ class ConfigListener:
                 if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
             self._task = None
+        if self._crash_retry is not None:
+            self._crash_retry.cancel()
+            self._crash_retry = None
         self._forget_backend_tools()
         await self._release(keep=())
         await self._set_service(None)
@@ -208,13 +213,31 @@ class ConfigListener:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
                 self.mark_dirty()
-            except Exception:
+            except Exception as exc:
+                # A gateway bug, not a source outage: say so on the status, retry on a timer and go idle
+                # meanwhile, so readiness and discovery never wait on this one server.
                 log.exception("listener.reconcile_failed", server_id=self.server_id, retry_in=delay)
-                await asyncio.sleep(delay)
+                self._crashed(exc, delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-                self.mark_dirty()
             if not self._dirty.is_set():
                 self._idle.set()
+
+    def _crashed(self, exc: Exception, delay: float) -> None:
+        reason = (
+            f"the gateway failed internally while applying this server ({type(exc).__name__}); the last good "
+            f"version keeps serving, it retries in {delay:g} s, and the details are in the gateway log"
+        )
+        self._store.record_problem(
+            self.server_id, name=self._name, phase="error", version=None, message=reason,
+            error={"server_id": self.server_id, "version": "", "file": "", "tool": "", "path": "$", "reason": reason},
+        )
+        if self._crash_retry is not None:
+            self._crash_retry.cancel()
+        self._crash_retry = asyncio.get_running_loop().call_later(delay, self._retry_after_crash)
+
+    def _retry_after_crash(self) -> None:
+        self._crash_retry = None
+        self.mark_dirty()
 
     async def _watch(self, key: ConfigKey) -> None:
         """Listen, then read: a push that races the read wins, since it is at least as new."""
@@ -243,8 +266,15 @@ class ConfigListener:
         self._service = service
         self._instances = None
         if service is not None:
-            await self._source.subscribe(service, self._on_instances)
-            listed = tuple(await self._source.list_instances(service))
+            try:
+                await self._source.subscribe(service, self._on_instances)
+                listed = tuple(await self._source.list_instances(service))
+            except BaseException:
+                # Not followed after all: the next reconcile must try again, not go on without instances.
+                self._service = None
+                with contextlib.suppress(Exception):
+                    await self._source.unsubscribe(service, self._on_instances)
+                raise
             if self._instances is None:
                 self._instances = listed
 

@@ -129,7 +129,12 @@ class ArgumentValidator:
         return coerced
 
 
-def _check_schema(cls: type[Validator], schema: dict[str, Any]) -> None:
+def check_schema(schema: Mapping[str, Any], prefix: str = "$.inputSchema") -> None:
+    """``ConversionError`` unless ``schema`` is valid under its draft's meta-schema; paths start at ``prefix``."""
+    _check_schema(_validator_class(schema), dict(schema), prefix)
+
+
+def _check_schema(cls: type[Validator], schema: dict[str, Any], prefix: str = "$.inputSchema") -> None:
     """Reject a schema that is not valid under its draft's meta-schema.
 
     ``jsonschema``'s own ``check_schema`` costs ~0.5 ms a schema under the
@@ -144,21 +149,21 @@ def _check_schema(cls: type[Validator], schema: dict[str, Any]) -> None:
     pinned = {**schema, "$schema": _META_URIS[cls]}
     try:
         jsonschema_rs.meta.validate(pinned)
-        _check_patterns(schema, "$.inputSchema")
+        _check_patterns(schema, prefix)
     except jsonschema_rs.ValidationError as exc:
         try:
             cls.check_schema(schema)
         except SchemaError as py_exc:
-            raise _schema_error(py_exc.message, _json_path("$.inputSchema", py_exc.absolute_path)) from exc
-        raise _schema_error(exc.message, _json_path("$.inputSchema", list(exc.instance_path))) from exc
+            raise _schema_error(py_exc.message, _json_path(prefix, py_exc.absolute_path)) from exc
+        raise _schema_error(exc.message, _json_path(prefix, list(exc.instance_path))) from exc
     except jsonschema_rs.ReferencingError as exc:
-        raise _schema_error(str(exc), "$.inputSchema") from exc
+        raise _schema_error(str(exc), prefix) from exc
 
 
 def _schema_error(message: str, path: str) -> ConversionError:
-    return ConversionError(
-        f"the input schema is not a valid JSON Schema: {message}; fix the tool's inputSchema", path=path
-    )
+    field = "outputSchema" if path.startswith("$.outputSchema") else "inputSchema"
+    human = "output schema" if field == "outputSchema" else "input schema"
+    return ConversionError(f"the {human} is not a valid JSON Schema: {message}; fix the tool's {field}", path=path)
 
 
 # Keywords whose values are instance data, not subschemas: a "pattern" key inside them is not a regex.

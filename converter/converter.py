@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,16 +24,19 @@ from converter import credentials as refs
 from converter.arguments import ArgumentValidator
 from converter.models import ServerSpec, ToolDefinition, ToolsSpec, VersionsFile
 from converter.rest import compile_rest_binding
+from converter.servable import check_tool, shown_name
 from registry.errors import ConversionError
 from registry.models import BackendKind, Cluster, Instance, Route, ServerModels, Tool, sanitize_name
 from remote.base import (
     ConfigKey,
     ServiceInstance,
     ServiceKey,
+    instance_problem,
     server_spec_key,
     tools_spec_key,
     versions_key,
 )
+from remote.jsondoc import JsonDocumentError, check_value, load_json
 
 TEMPLATE_KIND = "json-go-template"
 REST_PROTOCOLS = frozenset({"http", "https"})
@@ -81,33 +83,42 @@ def _pydantic_path(loc: Iterable[int | str]) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
+Problems = list[ConversionError] | None
+"""Where ``ConfigConverter.check`` collects every problem; ``None`` (serving) stops at the first."""
+
+
 def _load_object(content: str, *, where: dict[str, str], what: str, advice: str) -> dict[str, Any]:
     try:
-        raw = json.loads(content)
-    except json.JSONDecodeError as exc:
-        raise ConversionError(
-            f"{what} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); {advice}", **where
-        ) from exc
+        raw = load_json(content)
+    except JsonDocumentError as exc:
+        said = f"{what} is {exc.reason}" if exc.reason.startswith("not valid JSON") else f"{what}: {exc.reason}"
+        raise ConversionError(f"{said}; {advice}", path=exc.path, **where) from exc
     if not isinstance(raw, dict):
         raise ConversionError(f"{what} must be a JSON object, got {type(raw).__name__}", **where)
     return raw
 
 
-def _parse(model: type[M], content: str, *, where: dict[str, str], what: str) -> M:
-    raw = _load_object(content, where=where, what=what, advice="fix the file and publish it again")
+def _validated(model: type[M], raw: Any, *, where: Mapping[str, str], what: str, problems: Problems = None) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConversionError(
-            f"{what}: {first['msg']}{more}", path=_pydantic_path(first["loc"]), **where
-        ) from exc
+        # (path, message) of each problem; a validator's own sentence without pydantic's "Value error, ".
+        found = [(_pydantic_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        if problems is not None:
+            problems.extend(ConversionError(f"{what}: {msg}", path=path, **where) for path, msg in found[1:])
+        more = f" (and {len(found) - 1} more problems)" if len(found) > 1 and problems is None else ""
+        path, msg = found[0]
+        raise ConversionError(f"{what}: {msg}{more}", path=path, **where) from exc
 
 
-def parse_versions(server_id: str, namespace: str, content: str) -> VersionsFile:
+def _parse(model: type[M], content: str, *, where: dict[str, str], what: str, problems: Problems = None) -> M:
+    raw = _load_object(content, where=where, what=what, advice="fix the file and publish it again")
+    return _validated(model, raw, where=where, what=what, problems=problems)
+
+
+def parse_versions(server_id: str, namespace: str, content: str, *, problems: Problems = None) -> VersionsFile:
     where = {"server_id": server_id, "file": versions_key(server_id, namespace).data_id}
-    versions = _parse(VersionsFile, content, where=where, what="versions file")
+    versions = _parse(VersionsFile, content, where=where, what="versions file", problems=problems)
     if versions.id != server_id:
         raise ConversionError(
             f"versions file says id {versions.id!r} but its dataId belongs to server {server_id!r}",
@@ -144,13 +155,15 @@ def select_version(versions: VersionsFile, namespace: str) -> str | None:
     return latest
 
 
-def parse_server_spec(server_id: str, version: str, namespace: str, content: str) -> ServerSpec:
+def parse_server_spec(
+    server_id: str, version: str, namespace: str, content: str, *, problems: Problems = None
+) -> ServerSpec:
     where = {
         "server_id": server_id,
         "version": version,
         "file": server_spec_key(server_id, version, namespace).data_id,
     }
-    spec = _parse(ServerSpec, content, where=where, what="server spec")
+    spec = _parse(ServerSpec, content, where=where, what="server spec", problems=problems)
     if spec.id != server_id:
         raise ConversionError(f"server spec says id {spec.id!r}", path="$.id", **where)
     if spec.versionDetail.version != version:
@@ -191,9 +204,20 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[Instance, ...]:
+def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[tuple[Instance, ...], tuple[str, ...]]:
+    """The cluster's instances, and why each unusable one was dropped.
+
+    Sources check instances already; this is the check no source can skip
+    (the host goes into the URL every call is sent to, and the weight into
+    every balancer and every JSON answer that shows it).
+    """
     by_id: dict[str, Instance] = {}
+    dropped: list[str] = []
     for inst in raw:
+        problem = instance_problem(inst.ip, inst.port, inst.weight)
+        if problem is not None:
+            dropped.append(f"instance {inst.ip!r}:{inst.port!r} of the serviceRef dropped: {problem}")
+            continue
         inst_scheme = inst.metadata.get("protocol", scheme)
         if inst_scheme not in ("http", "https"):
             inst_scheme = scheme
@@ -208,7 +232,7 @@ def _instances(raw: Iterable[ServiceInstance], scheme: str) -> tuple[Instance, .
             metadata=MappingProxyType(dict(inst.metadata)),
         )
         by_id[item.id] = item
-    return tuple(by_id[k] for k in sorted(by_id))
+    return tuple(by_id[k] for k in sorted(by_id)), tuple(dropped)
 
 
 def backend_scheme(spec: ServerSpec) -> str:
@@ -247,6 +271,14 @@ def _backend_definitions(
     for index, entry in enumerate(listing):
         path = f"$.tools[{index}]"
         try:
+            check_value(entry)
+        except JsonDocumentError as exc:
+            raise ConversionError(
+                f"the backend listed a tool that is not valid: {exc.reason}",
+                path=exc.path.replace("$", path, 1),
+                **where,
+            ) from exc
+        try:
             definition = ToolDefinition.model_validate(dict(entry))
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -284,6 +316,20 @@ def argument_validator(schema: Mapping[str, Any]) -> ArgumentValidator:
     return validator
 
 
+@dataclass(frozen=True, slots=True)
+class _ToolsOf:
+    """What every tool of one server is converted with."""
+
+    spec: ToolsSpec
+    meta_raw: Mapping[str, Any]
+    schemes: list[dict[str, Any]]
+    schemes_raw: Any
+    route: Route
+    cluster: Cluster | None
+    backend: BackendKind
+    where: dict[str, str]
+
+
 class ConfigConverter:
     """Turns one server's snapshot into ``ServerModels``, ``DisabledServer`` or a ``ConversionError``.
 
@@ -292,7 +338,24 @@ class ConfigConverter:
 
     def convert(self, snap: ServerSnapshot) -> ServerModels | DisabledServer | None:
         """``None`` when the server has no published version yet."""
-        versions = parse_versions(snap.server_id, snap.namespace, snap.versions)
+        return self._convert(snap, None)
+
+    def check(self, snap: ServerSnapshot) -> list[ConversionError]:
+        """Every problem ``convert`` would find, not just the first (``mcpgw validate``).
+
+        The same code runs: a problem that stops ``convert`` stops here too,
+        after the problems found so far; problems of single tools (or of the
+        fields of one document) are collected and the next one is checked.
+        """
+        problems: list[ConversionError] = []
+        try:
+            self._convert(snap, problems)
+        except ConversionError as exc:
+            problems.append(exc)
+        return problems
+
+    def _convert(self, snap: ServerSnapshot, problems: Problems) -> ServerModels | DisabledServer | None:
+        versions = parse_versions(snap.server_id, snap.namespace, snap.versions, problems=problems)
         if not versions.enabled:
             return DisabledServer(snap.server_id, versions.name, versions.latestPublishedVersion)
         version = select_version(versions, snap.namespace)
@@ -307,7 +370,7 @@ class ConfigConverter:
                 version=version,
                 file=spec_file,
             )
-        spec = parse_server_spec(snap.server_id, version, snap.namespace, snap.server_spec)
+        spec = parse_server_spec(snap.server_id, version, snap.namespace, snap.server_spec, problems=problems)
         if not spec.enabled:
             return DisabledServer(snap.server_id, spec.name, version)
         spec_where = {"server_id": snap.server_id, "version": version, "file": spec_file}
@@ -330,12 +393,10 @@ class ConfigConverter:
 
         service = service_key_of(spec)
         cluster: Cluster | None = None
+        dropped: tuple[str, ...] = ()
         if service is not None:
-            cluster = Cluster(
-                name=cluster_name(snap.server_id, service),
-                service=str(service),
-                instances=_instances(snap.instances or (), scheme),
-            )
+            instances, dropped = _instances(snap.instances or (), scheme)
+            cluster = Cluster(name=cluster_name(snap.server_id, service), service=str(service), instances=instances)
         elif backend != "rest":
             raise ConversionError(
                 "a proxied MCP server needs remoteServerConfig.serviceRef naming its backend service",
@@ -359,13 +420,7 @@ class ConfigConverter:
             raise ConversionError("tools spec not found; it may still be being written", **tools_where)
         tools_raw = self._tools_json(snap.tools_spec, tools_where)
         config = self._credentials(snap, tools_raw, tools_where)
-        try:
-            tools_spec = ToolsSpec.model_validate(tools_raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ConversionError(
-                f"tools spec: {first['msg']}", path=_pydantic_path(first["loc"]), **tools_where
-            ) from exc
+        tools_spec = _validated(ToolsSpec, tools_raw, where=tools_where, what="tools spec", problems=problems)
         tools_from_backend = backend != "rest" and not tools_spec.tools
         definitions: list[tuple[str, ToolDefinition]] = [
             (f"$.tools[{index}]", definition) for index, definition in enumerate(tools_spec.tools)
@@ -374,7 +429,7 @@ class ConfigConverter:
         if tools_from_backend and snap.backend_tools is not None:
             definitions_where = {**tools_where, "file": BACKEND_TOOLS_FILE}
             definitions = _backend_definitions(snap.backend_tools, definitions_where)
-        tools = self._tools(definitions, tools_spec, tools_raw, route, cluster, backend, definitions_where)
+        tools = self._tools(definitions, tools_spec, tools_raw, route, cluster, backend, definitions_where, problems)
         if not snap.credentials_unread:
             self._check_credential_uses(tools, config["credentials"], tools_where)
         # Only what is served counts: a draft added to the versions file, or reformatted JSON, is no change.
@@ -387,6 +442,8 @@ class ConfigConverter:
                         for i in cluster.instances])
             if cluster
             else "",
+            # Only when there are any: the fingerprints of servers without dropped instances stay as they were.
+            *((_canonical(list(dropped)),) if dropped else ()),
         )
         return ServerModels(
             server_id=snap.server_id,
@@ -401,6 +458,7 @@ class ConfigConverter:
             fingerprint=fingerprint,
             template_config=MappingProxyType(config),
             tools_from_backend=tools_from_backend,
+            warnings=dropped,
         )
 
     @staticmethod
@@ -500,77 +558,98 @@ class ConfigConverter:
         cluster: Cluster | None,
         backend: BackendKind,
         where: dict[str, str],
+        problems: Problems = None,
     ) -> tuple[Tool, ...]:
         seen: set[str] = set()
         tools: list[Tool] = []
-        meta_raw = raw.get("toolsMeta") or {}
-        schemes = [s.model_dump(by_alias=True, exclude_none=True) for s in spec.securitySchemes]
+        server = _ToolsOf(
+            spec=spec,
+            meta_raw=raw.get("toolsMeta") or {},
+            schemes=[s.model_dump(by_alias=True, exclude_none=True) for s in spec.securitySchemes],
+            schemes_raw=raw.get("securitySchemes"),
+            route=route,
+            cluster=cluster,
+            backend=backend,
+            where=where,
+        )
         for path, definition in definitions:
-            name = definition.name
-            if name in seen:
+            try:
+                tool = ConfigConverter._tool(path, definition, seen, server)
+            except ConversionError as exc:
+                if problems is None:
+                    raise
+                problems.append(exc)
+                continue
+            if tool is not None:
+                tools.append(tool)
+        tools.sort(key=lambda t: t.name)
+        return tuple(tools)
+
+    @staticmethod
+    def _tool(path: str, definition: ToolDefinition, seen: set[str], server: _ToolsOf) -> Tool | None:
+        """One tool of the server, ``None`` if it is disabled, or the ``ConversionError`` that keeps it out."""
+        spec, meta_raw, route, cluster, backend, where = (
+            server.spec, server.meta_raw, server.route, server.cluster, server.backend, server.where
+        )
+        name = definition.name
+        if name in seen:
+            raise ConversionError(
+                "two tools have this name; tool names must be unique in a server",
+                path=f"{path}.name",
+                tool=shown_name(name),
+                **where,
+            )
+        seen.add(name)
+        meta = spec.toolsMeta.get(name)
+        if meta is not None and not meta.enabled:
+            return None
+        try:
+            check_tool(definition, path)
+        except ConversionError as exc:
+            raise ConversionError(exc.reason, path=exc.path, tool=shown_name(name), **where) from exc
+        try:
+            validator = argument_validator(definition.inputSchema)
+        except ConversionError as exc:
+            raise ConversionError(exc.reason, path=exc.path.replace("$", f"{path}", 1), tool=name, **where) from exc
+        binding = None
+        if backend == "rest":
+            template = (meta.templates if meta else {}).get(TEMPLATE_KIND)
+            if not isinstance(template, dict):
                 raise ConversionError(
-                    "two tools have this name; tool names must be unique in a server",
-                    path=f"{path}.name",
+                    f"REST tool has no {TEMPLATE_KIND} template in toolsMeta; add one or disable the tool",
+                    path=f"$.toolsMeta.{name}.templates",
                     tool=name,
                     **where,
                 )
-            seen.add(name)
-            meta = spec.toolsMeta.get(name)
-            if meta is not None and not meta.enabled:
-                continue
             try:
-                validator = argument_validator(definition.inputSchema)
+                binding = compile_rest_binding(name, template, server.schemes, definition.inputSchema)
             except ConversionError as exc:
+                raise ConversionError(exc.reason, path=exc.path, tool=name, **where) from exc
+            if not binding.is_direct and binding.needs_instance and cluster is None:
                 raise ConversionError(
-                    exc.reason, path=exc.path.replace("$", f"{path}", 1), tool=name, **where
-                ) from exc
-            binding = None
-            template: Any = None
-            if backend == "rest":
-                template = (meta.templates if meta else {}).get(TEMPLATE_KIND)
-                if not isinstance(template, dict):
-                    raise ConversionError(
-                        f"REST tool has no {TEMPLATE_KIND} template in toolsMeta; add one or disable the tool",
-                        path=f"$.toolsMeta.{name}.templates",
-                        tool=name,
-                        **where,
-                    )
-                try:
-                    binding = compile_rest_binding(
-                        name, template, schemes, definition.inputSchema
-                    )
-                except ConversionError as exc:
-                    raise ConversionError(exc.reason, path=exc.path, tool=name, **where) from exc
-                url = str((template.get("requestTemplate") or {}).get("url") or "")
-                if url and not re.match(r"^https?://", url) and cluster is None:
-                    raise ConversionError(
-                        "the tool's url is relative but the server has no remoteServerConfig.serviceRef "
-                        "to send it to; add a serviceRef or use an absolute url",
-                        path=f"$.toolsMeta.{name}.templates.{TEMPLATE_KIND}.requestTemplate.url",
-                        tool=name,
-                        **where,
-                    )
-            tools.append(
-                Tool(
-                    server_id=route.server_id,
-                    server_name=route.server_name,
-                    name=name,
-                    description=definition.description,
-                    input_schema=MappingProxyType(dict(definition.inputSchema)),
-                    output_schema=definition.outputSchema,
-                    annotations=definition.annotations,
-                    route=route.name,
-                    cluster=cluster.name if cluster else None,
-                    fingerprint=_digest(
-                        route.name,
-                        backend,
-                        _canonical(definition.model_dump()),
-                        _canonical(meta_raw.get(name)),
-                        _canonical(raw.get("securitySchemes")),
-                    ),
-                    binding=binding,
-                    validator=validator,
+                    "the tool's url is relative but the server has no remoteServerConfig.serviceRef "
+                    "to send it to; add a serviceRef or use an absolute url",
+                    path=f"$.toolsMeta.{name}.templates.{TEMPLATE_KIND}.requestTemplate.url",
+                    tool=name,
+                    **where,
                 )
-            )
-        tools.sort(key=lambda t: t.name)
-        return tuple(tools)
+        return Tool(
+            server_id=route.server_id,
+            server_name=route.server_name,
+            name=name,
+            description=definition.description,
+            input_schema=MappingProxyType(dict(definition.inputSchema)),
+            output_schema=definition.outputSchema,
+            annotations=definition.annotations,
+            route=route.name,
+            cluster=cluster.name if cluster else None,
+            fingerprint=_digest(
+                route.name,
+                backend,
+                _canonical(definition.model_dump()),
+                _canonical(meta_raw.get(name)),
+                _canonical(server.schemes_raw),
+            ),
+            binding=binding,
+            validator=validator,
+        )

@@ -9,9 +9,10 @@ bad document fails with a JSON path instead of a call-time surprise.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _NacosModel(BaseModel):
@@ -44,11 +45,33 @@ class VersionsFile(_NacosModel):
     status: str | None = None
 
 
+MAX_SERVICE_NAME_BYTES = 250
+MAX_GROUP_NAME_BYTES = 128
+"""Also the limit of a namespace id."""
+
+_UNUSABLE_IN_NAMES = re.compile(r"[/\\\s\x00-\x1f\x7f]")
+
+
 class ServiceRef(_NacosModel):
     namespaceId: str = "public"
     groupName: str = "DEFAULT_GROUP"
     serviceName: str = Field(min_length=1)
     transportProtocol: str | None = None
+
+    @field_validator("namespaceId", "groupName", "serviceName")
+    @classmethod
+    def _usable_name(cls, value: str, info: ValidationInfo) -> str:
+        """A source keys files, URLs and caches by these names: no path separators, white space or controls,
+        and short enough to name a file (``<service>.json`` within the 255 bytes file systems allow)."""
+        if _UNUSABLE_IN_NAMES.search(value) or value in (".", ".."):
+            raise ValueError(
+                "a namespace, group or service name cannot hold '/', '\\', white space or control characters, "
+                "or be '.' or '..'"
+            )
+        limit = MAX_SERVICE_NAME_BYTES if info.field_name == "serviceName" else MAX_GROUP_NAME_BYTES
+        if len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise ValueError(f"the name is longer than the {limit} bytes allowed")
+        return value
 
 
 class RemoteServerConfig(_NacosModel):

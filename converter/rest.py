@@ -15,9 +15,23 @@ silent:
 
 - Request-side templates (url, header values, body, credentials) render
   against ``{"args": <validated args>, "config": <server config>}``.
+- Destinations come from the cluster, never from rendering.  A ``url`` that
+  is relative (or whose text before the first ``{{`` names no scheme) is
+  sent to the chosen instance of the server's cluster; a ``url`` whose
+  scheme and host are written out before any ``{{`` (``https://api.x.com/v1/
+  {{ .args.p }}``, or no template at all) is sent to that fixed origin:
+  config, not client input.  What rendering produces may only be the path
+  and query: a rendered URL that names a scheme or host, or that does not
+  continue the fixed origin with ``/``, ``?`` or ``#``, is a tool error.
+  Characters a URL path or query cannot carry (spaces, line breaks,
+  non-ASCII, ...) are percent-encoded, so nothing rendered can end the
+  request line either.  A ``Host`` header may only be a fixed value, and no
+  argument can be sent as one.  Credentials therefore only ever reach the
+  host they were configured for; redirects are not followed (gateway).
 - ``{name}`` in the rendered URL is a path argument, percent-encoded with
-  nothing left safe.  An argument consumed by a placeholder is not sent again
-  elsewhere unless ``argsPosition`` says where.
+  nothing left safe (a ``.`` or ``..`` value too, so it cannot climb out of
+  its place in the path).  An argument consumed by a placeholder is not sent
+  again elsewhere unless ``argsPosition`` says where.
 - Positioned arguments go where ``argsPosition`` says.  The others go by the
   ``argsTo*`` flag; with none set they are only reachable from templates.
   With ``argsToJsonBody``/``argsToFormBody`` the body holds the unpositioned
@@ -65,8 +79,10 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from converter.credentials import CredentialSite, Misspelt, Reference, scan, whole_reference
+from converter.secrets import credential_values, scrub_text, scrub_value, secret_forms
 from converter.template import GoTemplate, parse
 from registry.errors import ConversionError, InvocationError, TemplateError
+from remote.jsondoc import load_json
 
 TEMPLATE_KIND = "json-go-template"
 
@@ -89,6 +105,11 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PATH_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 # Control characters (HTAB aside) cannot be sent in a header value: refuse them as the caller's mistake.
 _FORBIDDEN_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[\ud800-\udfff]")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# RFC 3986 characters a path, query or fragment may hold as they are ("%" too: escapes stay escapes).
+_URL_SAFE = "/?#@!$&'()*+,;=:%-._~"
+# Text that cannot end a host written before a template: the template would be rendering the host.
+_HOST_CONTINUES = (".", "-", ":", "@", "[")
 # Characters a cookie value may carry unescaped (RFC 6265 cookie-octet, minus '%').
 _COOKIE_SAFE = "!#$&'()*+-./:<=>?@[]^_`{|}~"
 
@@ -105,6 +126,8 @@ class RestRequest:
     url: str
     headers: tuple[tuple[str, str], ...]
     body: bytes | None
+    secrets: frozenset[str] = frozenset()
+    """Every form of every credential injected into this request: scrub them from what the client gets."""
 
     def __repr__(self) -> str:
         # Header values, query values and bodies may carry credentials: never show them.
@@ -148,6 +171,7 @@ class RestBinding:
         "_credential_sites",
         "_error_template",
         "_headers",
+        "_origin",
         "_positions",
         "_response_append",
         "_response_body",
@@ -165,6 +189,7 @@ class RestBinding:
         tool_name: str,
         method: str,
         url: GoTemplate | None,
+        origin: str | None,
         headers: tuple[_Header, ...],
         body: GoTemplate | None,
         args_to: str | None,
@@ -180,6 +205,7 @@ class RestBinding:
         self.method = method
         self.is_direct = url is None
         self._url = url
+        self._origin = origin
         self._headers = headers
         self._body = body
         self._args_to = args_to
@@ -199,6 +225,11 @@ class RestBinding:
     def __repr__(self) -> str:
         return f"RestBinding(tool={self.tool_name!r}, method={self.method!r}, direct={self.is_direct})"
 
+    @property
+    def needs_instance(self) -> bool:
+        """Whether calls go to an instance of the server's cluster (else to the url's fixed origin)."""
+        return self._origin is None
+
     # -- request side -------------------------------------------------------------------------
 
     def build_request(self, args: Mapping[str, Any], config: Mapping[str, Any], base_url: str | None) -> RestRequest:
@@ -207,8 +238,9 @@ class RestBinding:
             raise InvocationError(f"Tool {self.tool_name!r} answers directly and sends no request; use render_direct.")
         data = _template_data(args, config)
         rendered_url = self._render(self._url, data, "requestTemplate.url").strip()
-        path_filled, consumed = self._fill_path(rendered_url, args)
-        url = self._absolute_url(path_filled, base_url)
+        origin, rest = self._destination(rendered_url, base_url)
+        path_filled, consumed = self._fill_path(rest, args)
+        url = origin + quote(path_filled, safe=_URL_SAFE)
 
         query: list[tuple[str, str]] = []
         headers: list[tuple[str, str]] = [
@@ -242,11 +274,15 @@ class RestBinding:
         if content_type is not None and _find_header(headers, "content-type") is None:
             headers.append(("Content-Type", content_type))
 
+        injected: list[str] = []
         if self._security is not None:
-            url, headers = self._apply_security(self._security, data, url, headers)
+            url, headers = self._apply_security(self._security, data, url, headers, injected)
         if query:
             url = _add_query(url, query)
-        return RestRequest(method=self.method, url=url, headers=tuple(headers), body=body)
+        injected.extend(_sent_credentials(config, url, headers, body))
+        return RestRequest(
+            method=self.method, url=url, headers=tuple(headers), body=body, secrets=secret_forms(injected)
+        )
 
     def _fill_path(self, url: str, args: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
         consumed: set[str] = set()
@@ -261,25 +297,27 @@ class RestBinding:
                     "but the call does not give it; pass it or give it a default in the inputSchema."
                 )
             consumed.add(name)
-            return quote(_text(args[name]), safe="")
+            return _path_segment(_text(args[name]))
 
         return _PATH_PLACEHOLDER.sub(substitute, url), frozenset(consumed)
 
-    def _absolute_url(self, url: str, base_url: str | None) -> str:
-        parts = urlsplit(url)
-        if parts.scheme:
-            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-                # A url that reads a credential may have rendered the secret into the scheme: never quote it then.
-                shown = "" if self._url is not None and self._url.credential_uses else f" {parts.scheme!r}"
+    def _destination(self, rendered: str, base_url: str | None) -> tuple[str, str]:
+        """Where the call goes (``scheme://host:port``, from config) and the rendered path and query."""
+        if self._origin is not None:
+            rest = rendered[len(self._origin) :] if rendered.startswith(self._origin) else None
+            if rest is None or (rest and rest[0] not in "/?#"):
                 raise InvocationError(
-                    f"Tool {self.tool_name!r}: requestTemplate.url rendered to a{shown or ' non-http(s)'} URL; "
-                    "only http and https URLs, or paths relative to the backend, can be called."
+                    f"Tool {self.tool_name!r}: requestTemplate.url rendered to a URL that does not continue its "
+                    f"configured origin {self._origin} with a path or query; the arguments cannot choose the "
+                    "host, so the call was not sent."
                 )
-            return url
-        if parts.netloc:
+            return self._origin, rest
+        # Read as any URL parser might (WHATWG takes "\\" for "/"): a scheme, or an authority after "//".
+        if _SCHEME.match(rendered) or rendered.replace("\\", "/").startswith("//"):
             raise InvocationError(
-                f"Tool {self.tool_name!r}: requestTemplate.url rendered to a scheme-relative URL; "
-                "write it as an absolute http(s) URL or as a path."
+                f"Tool {self.tool_name!r}: requestTemplate.url rendered to an absolute URL, but the destination "
+                "comes from the server's instances and rendering may only give the path and query; "
+                "the call was not sent."
             )
         if base_url is None:
             raise InvocationError(
@@ -287,9 +325,9 @@ class RestBinding:
                 "was chosen; check the server's serviceRef and its instances."
             )
         base = base_url.rstrip("/")
-        if not url:
-            return base
-        return base + url if url.startswith(("/", "?")) else f"{base}/{url}"
+        if not rendered or rendered.startswith(("/", "?")):
+            return base, rendered
+        return base, "/" + rendered
 
     def _header_value(self, name: str, value: str) -> str:
         if _FORBIDDEN_IN_HEADER.search(value):
@@ -326,9 +364,11 @@ class RestBinding:
         data: Mapping[str, Any],
         url: str,
         headers: list[tuple[str, str]],
+        injected: list[str],
     ) -> tuple[str, list[tuple[str, str]]]:
         field = f"the credential of security scheme {security.scheme_id!r}"
         credential = self._render(security.credential, data, field, detail=False).strip()
+        injected.append(credential)
         if not credential:
             raise InvocationError(
                 f"Tool {self.tool_name!r}: {field} is empty; set defaultCredential, "
@@ -361,11 +401,31 @@ class RestBinding:
         return RestResult(is_error=False, content=(_text_block(text),))
 
     def map_response(
-        self, status: int, headers: Mapping[str, str], body: bytes, *, has_output_schema: bool
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        has_output_schema: bool,
+        secrets: frozenset[str] = frozenset(),
     ) -> RestResult:
-        """Turn the backend's answer into MCP content."""
+        """Turn the backend's answer into MCP content, with ``secrets`` (``RestRequest.secrets``) scrubbed."""
+        result = self._mapped(status, headers, body, has_output_schema=has_output_schema, secrets=secrets)
+        if not secrets:
+            return result
+        return RestResult(
+            is_error=result.is_error,
+            content=tuple(
+                scrub_value(block, secrets) if block.get("type") == "text" else block for block in result.content
+            ),
+            structured=scrub_value(result.structured, secrets),
+        )
+
+    def _mapped(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, has_output_schema: bool, secrets: frozenset[str]
+    ) -> RestResult:
         if not 200 <= status < 300:
-            return self._map_error(status, headers, body)
+            return self._map_error(status, headers, body, secrets)
         content_type = _find_header(list(headers.items()), "content-type") or ""
         mime = content_type.split(";", 1)[0].strip().lower()
         if mime.startswith("image/"):
@@ -388,8 +448,9 @@ class RestBinding:
             text = raw
         return RestResult(is_error=False, content=(_text_block(text),), structured=structured)
 
-    def _map_error(self, status: int, headers: Mapping[str, str], body: bytes) -> RestResult:
-        raw = _decode(body, _find_header(list(headers.items()), "content-type") or "")
+    def _map_error(self, status: int, headers: Mapping[str, str], body: bytes, secrets: frozenset[str]) -> RestResult:
+        # Scrubbed before anything is cut short: a credential cut in half would survive a later scrub.
+        raw = scrub_text(_decode(body, _find_header(list(headers.items()), "content-type") or ""), secrets)
         if self._error_template is not None:
             parsed, _ = _parse_json(raw)
             data = dict(parsed) if isinstance(parsed, dict) else {}
@@ -467,8 +528,7 @@ class _Compiler:
 
         url_source = self.optional_string(request, "url", request_path).strip()
         url = self.template(url_source, f"{request_path}.url", credentials=True) if url_source else None
-        if url is not None and "{{" not in url_source:
-            self.check_literal_url(url_source, f"{request_path}.url")
+        origin = self.origin(url_source, f"{request_path}.url") if url_source else None
 
         response_body, prepend, append = self.response_templates(response, response_path)
         if url is None and response_body is None:
@@ -482,6 +542,7 @@ class _Compiler:
             tool_name=self.tool,
             method=self.method(request, request_path),
             url=url,
+            origin=origin,
             headers=self.headers(request, request_path),
             body=self.optional_template(request, "body", request_path, credentials=True),
             args_to=self.args_to(request, request_path),
@@ -574,13 +635,41 @@ class _Compiler:
         source = self.optional_string(parent, key, path)
         return self.template(source, f"{path}.{key}", credentials=credentials) if source else None
 
-    def check_literal_url(self, url: str, path: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme and (parts.scheme.lower() not in ("http", "https") or not parts.netloc):
+    def origin(self, source: str, path: str) -> str | None:
+        """The fixed ``scheme://host[:port]`` of a url that writes it out, ``None`` for one relative to the instance.
+
+        Only the text before the first ``{{`` counts: what a template renders
+        is never trusted to name the destination (see the module docstring).
+        """
+        literal = source.split("{{", 1)[0]
+        found = _SCHEME.match(literal)
+        if not found:
+            return None
+        scheme = found.group()[:-1]
+        if scheme.lower() not in ("http", "https") or not literal[len(scheme) + 1 :].startswith("//"):
             raise self.fail(
-                f"the url has scheme {parts.scheme!r}; use an absolute http(s) URL or a path relative to the backend",
+                f"the url has scheme {scheme!r}; use an absolute http(s) URL or a path relative to the backend",
                 path,
             )
+        authority = literal[len(scheme) + 3 :]
+        for end in "/?#":
+            authority = authority.split(end, 1)[0]
+        if not authority or authority.endswith(_HOST_CONTINUES) or "{" in authority or "}" in authority:
+            raise self.fail(
+                "the url's scheme, host and port must be written out before any {{ }} or {argument}: the "
+                "destination is config, and a template or an argument may only render the path and query "
+                "(or make the url relative, to send calls to the server's instances)",
+                path,
+            )
+        origin = f"{scheme}://{authority}"
+        try:
+            parts = urlsplit(origin)
+            valid = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise self.fail(f"the url's origin {origin!r} is not a valid http(s) host and port", path)
+        return origin
 
     def response_templates(
         self, response: Mapping[str, Any], path: str
@@ -622,6 +711,12 @@ class _Compiler:
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise self.fail(f"expected a string, found {_json_type(value)}", f"{entry_path}.value")
             field = f"{entry_path}.value"
+            if key.strip().lower() == "host" and "{{" in str(value):
+                raise self.fail(
+                    "a Host header picks which site of the backend gets the call, so it may only be a fixed "
+                    "value, not a template",
+                    field,
+                )
             compiled.append(
                 _Header(key.strip(), self.template(str(value), field, credentials=True, whole_value=True), field)
             )
@@ -653,6 +748,12 @@ class _Compiler:
             if normalized is None:
                 raise self.fail(
                     f"{position!r} is not an argument position; use one of {', '.join(sorted(_POSITIONS))}",
+                    _member(f"{root}.argsPosition", str(arg)),
+                )
+            if normalized == "header" and str(arg).lower() == "host":
+                raise self.fail(
+                    "an argument cannot be sent as the Host header: it would let the caller pick which site "
+                    "of the backend gets the call (and its credentials); use another position",
                     _member(f"{root}.argsPosition", str(arg)),
                 )
             if normalized in ("header", "cookie") and not _HEADER_NAME.fullmatch(str(arg)):
@@ -756,6 +857,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _path_segment(text: str) -> str:
+    """A path argument as one segment: every reserved character escaped, and ``.``/``..`` too (no climbing)."""
+    if text in (".", ".."):
+        return text.replace(".", "%2E")
+    return quote(text, safe="")
+
+
 def _text(value: Any) -> str:
     """How an argument reads in a URL, header or form.
 
@@ -831,12 +939,29 @@ def _decode(body: bytes, content_type: str) -> str:
 
 
 def _parse_json(text: str) -> tuple[Any, bool]:
+    """The answer as JSON the gateway can serve again (``remote.jsondoc``), or ``(None, False)``: it is text."""
     if not text.strip():
         return None, False
     try:
-        return json.loads(text), True
+        return load_json(text), True
     except ValueError:
         return None, False
+
+
+def _sent_credentials(
+    config: Mapping[str, Any], url: str, headers: Sequence[tuple[str, str]], body: bytes | None
+) -> list[str]:
+    """The server's credential values that rendering put into this request (a header, the url, the body)."""
+    values = credential_values(config)
+    if not values:
+        return []
+    sent = [url, *(value for _, value in headers)]
+    if body:
+        sent.append(body.decode("utf-8", errors="replace"))
+    return [
+        value for value in values
+        if value and (any(value in text for text in sent) or quote(value, safe=_URL_SAFE) in url)
+    ]
 
 
 def _text_block(text: str) -> dict[str, Any]:

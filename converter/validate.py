@@ -1,14 +1,24 @@
-"""``mcpgw validate``: check a files tree or a single Nacos file before anyone serves it.
+"""``mcpgw validate``: the gateway's own judgement of a files tree (or one Nacos file), before anyone serves it.
 
-Two layers: the JSON Schemas of the three documents (every structural
-problem at once, each with its JSON path), then the converter itself on every
-version found (templates parsed, json-go-template rules, credentials
-resolved), so what passes here is what the gateway will accept.
+Same judge, not a look-alike: every file is read as the files source reads
+it (``remote.files``: UTF-8, empty files, instances files and their dropped
+entries, scratch files ignored), every document is parsed as the converter
+parses it (``remote.jsondoc`` limits, our pydantic models) and every server
+version goes through ``ConfigConverter.check``, which is ``convert`` itself
+collecting instead of stopping.  What passes here is what the gateway
+serves; what the gateway rejects is reported here, with file, tool and JSON
+path.  Two differences, both stricter: every version is checked (drafts
+and a disabled server too, as if served), and all problems of a tree are
+reported in one run, where the gateway shows the first one per server.
+
+``check_document`` (JSON Schemas of the three documents) is kept for
+``mcpgw publish``, which checks the documents it writes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +27,20 @@ from typing import Any
 import jsonschema
 
 from converter import schemas
-from converter.converter import ConfigConverter, ServerSnapshot, credential_refs
-from registry.errors import ConversionError
-from remote.base import (
-    SERVER_GROUP,
-    TOOLS_GROUP,
-    VERSIONS_GROUP,
-    ConfigKey,
-    ServiceInstance,
-    server_spec_key,
-    tools_spec_key,
+from converter.converter import (
+    ConfigConverter,
+    ServerSnapshot,
+    credential_refs,
+    parse_server_spec,
+    parse_versions,
+    select_version,
+    service_key_of,
 )
+from registry.errors import ConversionError
+from remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
+from remote.files import EMPTY_FILE, InstancesFile, decode_config, decode_instances, key_of
+from remote.jsondoc import JsonDocumentError, load_json
+from remote.memory import VERSIONS_SUFFIX, is_versions_key
 
 LEGACY_NAMESPACE = "nacos-default-mcp"
 
@@ -65,11 +78,11 @@ def kind_of(file_name: str) -> str | None:
 
 
 def check_document(name: str, content: str, kind: str) -> list[Problem]:
-    """Syntax and JSON Schema of one document."""
+    """Syntax and JSON Schema of one document (what ``mcpgw publish`` checks before it writes)."""
     try:
-        data = json.loads(content)
-    except json.JSONDecodeError as exc:
-        return [Problem(name, "$", f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})")]
+        data = load_json(content)
+    except JsonDocumentError as exc:
+        return [Problem(name, exc.path, exc.reason)]
     problems: list[Problem] = []
     if kind == "tools" and isinstance(data, dict) and data.get("encryptData"):
         return [Problem(name, "$.encryptData", "the tools spec is encrypted; publish it unencrypted")]
@@ -87,13 +100,147 @@ def check_document(name: str, content: str, kind: str) -> list[Problem]:
     return problems
 
 
-def check_tools_alone(name: str, content: str) -> list[Problem]:
+def _problem(exc: ConversionError, default_file: str) -> Problem:
+    return Problem(exc.file or default_file, exc.path, exc.reason, exc.tool)
+
+
+# -- reading the tree as the files source does ------------------------------------------------------
+
+
+@dataclass
+class _Tree:
+    root: Path
+    configs: dict[ConfigKey, str]
+    instances: dict[ServiceKey, InstancesFile]
+    problems: list[Problem]
+
+    def name(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+
+def _files(directory: Path) -> Iterator[Path]:
+    """Every file under ``directory``, in a stable order (unreadable directories are skipped)."""
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def _read_tree(root: Path) -> _Tree:
+    tree = _Tree(root, {}, {}, [])
+    for path in [*_files(root / "config"), *_files(root / "naming")]:
+        key = key_of(root, path)
+        if key is None:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            tree.problems.append(Problem(tree.name(path), "$", f"cannot be read: {exc.strerror or exc}"))
+            continue
+        if not data.strip():
+            tree.problems.append(Problem(tree.name(path), "$", EMPTY_FILE))
+            continue
+        try:
+            if isinstance(key, ConfigKey):
+                tree.configs[key] = decode_config(data)
+            else:
+                parsed = decode_instances(key, data)
+                tree.instances[key] = parsed
+                tree.problems.extend(Problem(tree.name(path), "$", dropped) for dropped in parsed.dropped)
+        except ValueError as exc:
+            tree.problems.append(Problem(tree.name(path), "$", str(exc)))
+    return tree
+
+
+# -- one server, every version ------------------------------------------------------------------------
+
+
+def _check_server(tree: _Tree, key: ConfigKey, converter: ConfigConverter) -> list[Problem]:
+    namespace, server_id = key.namespace, key.data_id.removesuffix(VERSIONS_SUFFIX)
+    versions_text = tree.configs[key]
+    collected: list[ConversionError] = []
+    try:
+        versions = parse_versions(server_id, namespace, versions_text, problems=collected)
+    except ConversionError as exc:
+        return [_problem(e, key.data_id) for e in [exc, *collected]]
+    problems: list[Problem] = [_problem(e, key.data_id) for e in collected]
+    if versions.enabled:
+        try:
+            select_version(versions, namespace)  # the version the gateway would serve
+        except ConversionError as exc:
+            problems.append(_problem(exc, key.data_id))
+    for detail in versions.versionDetails:
+        problems.extend(_check_version(tree, server_id, namespace, versions_text, detail.version,
+                                       served_version=versions.latestPublishedVersion, converter=converter))
+    return problems
+
+
+def _check_version(
+    tree: _Tree, server_id: str, namespace: str, versions_text: str, version: str, *,
+    served_version: str | None, converter: ConfigConverter,
+) -> list[Problem]:
+    spec_key = server_spec_key(server_id, version, namespace)
+    tools_key = tools_spec_key(server_id, version, namespace)
+    spec_text, tools_text = tree.configs.get(spec_key), tree.configs.get(tools_key)
+    if spec_text is None or tools_text is None:
+        if version != served_version:
+            return []  # an unpublished or old version without its files is no problem until it is served
+        missing = (spec_key if spec_text is None else tools_key).data_id
+        return [Problem(versions_key(server_id, namespace).data_id, "$.latestPublishedVersion",
+                        f"version {version} is published but {missing} is missing")]
+    collected: list[ConversionError] = []
+    try:
+        spec = parse_server_spec(server_id, version, namespace, spec_text, problems=collected)
+    except ConversionError as exc:
+        return [_problem(e, spec_key.data_id) for e in [exc, *collected]]
+    problems: list[Problem] = []
+    service = service_key_of(spec)
+    instances = tree.instances.get(service) if service is not None else None
+    # Checked as if it were the served version, and enabled (a disabled server is still worth checking).
+    as_served = dict(json.loads(versions_text), latestPublishedVersion=version, enabled=True,
+                     versionDetails=[{"version": version, "release_date": "validate"}])
+    snapshot = ServerSnapshot(
+        server_id=server_id,
+        namespace=namespace,
+        versions=json.dumps(as_served),
+        server_spec=json.dumps(dict(json.loads(spec_text), enabled=True)),
+        tools_spec=tools_text,
+        instances=instances.instances if instances is not None else (),
+        credentials={ref: tree.configs.get(ref) for ref in credential_refs(tools_text, namespace)},
+    )
+    problems.extend(_problem(p, tools_key.data_id) for p in converter.check(snapshot))
+    return problems
+
+
+def validate_tree(root: Path) -> list[Problem]:
+    if not (root / "config").is_dir():
+        return [Problem(str(root), "$", "not a files tree: expected a config/<namespace>/<group>/<dataId> layout")]
+    problems: list[Problem] = []
+    if (root / "config" / LEGACY_NAMESPACE).exists():
+        problems.append(Problem(f"config/{LEGACY_NAMESPACE}", "$", "this is the Nacos 3.0.0 layout (namespace "
+                                "nacos-default-mcp), which mcpgw does not support; republish on Nacos >= 3.0.1"))
+    tree = _read_tree(root)
+    problems.extend(tree.problems)
+    converter = ConfigConverter()
+    for key in sorted(k for k in tree.configs if is_versions_key(k)):
+        problems.extend(_check_server(tree, key, converter))
+    return _unique(problems)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """The same problem found through two versions sharing a file is reported once."""
+    return list(dict.fromkeys(problems))
+
+
+# -- one file -----------------------------------------------------------------------------------------
+
+
+def _check_tools_alone(name: str, content: str) -> list[Problem]:
     """Converter checks of a lone tools spec (templates compile), as a REST server would see them.
 
     The configs its credential references name are not at hand: where each
     reference stands is checked, what it resolves to is not.
     """
-    server_id = name.split("-mcp-tools.json")[0]
     snapshot = ServerSnapshot(
         server_id="validate",
         namespace="public",
@@ -105,103 +252,56 @@ def check_tools_alone(name: str, content: str) -> list[Problem]:
         tools_spec=content,
         credentials_unread=True,
     )
+    return [Problem(name, p.path, p.reason, p.tool) for p in ConfigConverter().check(snapshot)]
+
+
+def _check_one_document(name: str, content: str, kind: str) -> list[Problem]:
+    collected: list[ConversionError] = []
     try:
-        ConfigConverter().convert(snapshot)
+        if kind == "tools":
+            return _check_tools_alone(name, content)
+        if kind == "versions":
+            parse_versions(name.removesuffix(VERSIONS_SUFFIX), "public", content, problems=collected)
+        else:
+            # The dataId joins id and version with "-", which both may contain: take them from the document.
+            raw = load_json(content)
+            doc = raw if isinstance(raw, dict) else {}
+            detail = doc.get("versionDetail")
+            version = str(detail.get("version", "")) if isinstance(detail, dict) else ""
+            server_id = str(doc.get("id", ""))
+            parse_server_spec(server_id, version, "public", content, problems=collected)
+            expected = server_spec_key(server_id, version).data_id
+            if name != expected:
+                collected.append(ConversionError(
+                    f"the file name does not match the document: a server spec of id {server_id} and version "
+                    f"{version} is named {expected}", path="$"))
+    except JsonDocumentError as exc:
+        return [Problem(name, exc.path, exc.reason)]
     except ConversionError as exc:
-        return [Problem(name or server_id, exc.path, exc.reason, exc.tool)]
-    return []
+        collected.insert(0, exc)
+    return [Problem(name, p.path, p.reason, p.tool) for p in collected]
 
 
 def validate_file(path: Path) -> list[Problem]:
+    in_naming = len(path.parts) >= 4 and path.parts[-4] == "naming" and path.suffix == ".json"
     kind = kind_of(path.name)
-    if kind is None:
+    if kind is None and not in_naming:
         return [Problem(path.name, "$", "not a Nacos MCP file: the name must end in -mcp-versions.json, "
-                        "-mcp-server.json or -mcp-tools.json")]
+                        "-mcp-server.json or -mcp-tools.json, or be an instances file naming/<ns>/<group>/<name>.json")]
     try:
-        content = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
-        return [Problem(path.name, "$", f"cannot read: {exc.strerror}")]
-    problems = check_document(path.name, content, kind)
-    if not problems and kind == "tools":
-        problems = check_tools_alone(path.name, content)
-    return problems
-
-
-def _read(root: Path, key: ConfigKey) -> str | None:
-    path = root / "config" / key.namespace / key.group / key.data_id
+        return [Problem(path.name, "$", f"cannot be read: {exc.strerror or exc}")]
+    if not data.strip():
+        return [Problem(path.name, "$", EMPTY_FILE)]
     try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
-def _instances(root: Path, namespace: str, group: str, service: str) -> tuple[ServiceInstance, ...]:
-    path = root / "naming" / namespace / group / f"{service}.json"
-    if not path.exists():
-        return ()
-    raw = json.loads(path.read_text())
-    return tuple(ServiceInstance(ip=str(i["ip"]), port=int(i["port"])) for i in raw if isinstance(i, dict))
-
-
-def _version_files(root: Path) -> Iterator[tuple[str, Path]]:
-    config = root / "config"
-    for ns_dir in sorted(p for p in config.iterdir() if p.is_dir()):
-        group_dir = ns_dir / VERSIONS_GROUP
-        if group_dir.is_dir():
-            for f in sorted(group_dir.iterdir()):
-                if f.name.endswith("-mcp-versions.json"):
-                    yield ns_dir.name, f
-
-
-def validate_tree(root: Path) -> list[Problem]:
-    if not (root / "config").is_dir():
-        return [Problem(str(root), "$", "not a files tree: expected a config/<namespace>/<group>/<dataId> layout")]
-    problems: list[Problem] = []
-    if (root / "config" / LEGACY_NAMESPACE).exists():
-        problems.append(Problem(f"config/{LEGACY_NAMESPACE}", "$", "this is the Nacos 3.0.0 layout (namespace "
-                                "nacos-default-mcp), which mcpgw does not support; republish on Nacos >= 3.0.1"))
-    for ns_dir in sorted(p for p in (root / "config").iterdir() if p.is_dir()):
-        for group in (VERSIONS_GROUP, SERVER_GROUP, TOOLS_GROUP):
-            for f in sorted((ns_dir / group).glob("*")) if (ns_dir / group).is_dir() else []:
-                kind = kind_of(f.name)
-                if kind is not None:
-                    problems.extend(check_document(f.name, f.read_text(), kind))
-    if problems:
-        return problems
-    converter = ConfigConverter()
-    for namespace, versions_path in _version_files(root):
-        versions_text = versions_path.read_text()
-        versions = json.loads(versions_text)
-        server_id = str(versions.get("id", ""))
-        for detail in versions.get("versionDetails") or []:
-            version = str(detail.get("version", ""))
-            spec = _read(root, server_spec_key(server_id, version, namespace))
-            tools = _read(root, tools_spec_key(server_id, version, namespace))
-            if spec is None or tools is None:
-                missing = server_spec_key(server_id, version, namespace).data_id if spec is None else \
-                    tools_spec_key(server_id, version, namespace).data_id
-                if version == versions.get("latestPublishedVersion"):
-                    problems.append(Problem(versions_path.name, "$.latestPublishedVersion",
-                                            f"version {version} is published but {missing} is missing"))
-                continue
-            # Validate every version (drafts too) as if it were the one served.
-            as_latest = dict(versions, latestPublishedVersion=version, enabled=True,
-                             versionDetails=[{"version": version, "release_date": "validate"}])
-            spec_data = json.loads(spec)
-            ref = (spec_data.get("remoteServerConfig") or {}).get("serviceRef") or {}
-            instances = _instances(root, ref.get("namespaceId") or "public", ref.get("groupName") or "DEFAULT_GROUP",
-                                   str(ref.get("serviceName", "")))
-            creds = {key: _read(root, key) for key in credential_refs(tools, namespace)}
-            snapshot = ServerSnapshot(
-                server_id=server_id, namespace=namespace, versions=json.dumps(as_latest),
-                server_spec=json.dumps(dict(spec_data, enabled=True)), tools_spec=tools,
-                instances=instances, credentials=creds,
-            )
-            try:
-                converter.convert(snapshot)
-            except ConversionError as exc:
-                problems.append(Problem(exc.file or versions_path.name, exc.path, exc.reason, exc.tool))
-    return problems
+        if kind is None:
+            service = ServiceKey(path.parts[-3], path.parts[-2], path.name.removesuffix(".json"))
+            return [Problem(path.name, "$", dropped) for dropped in decode_instances(service, data).dropped]
+        content = decode_config(data)
+    except ValueError as exc:
+        return [Problem(path.name, "$", str(exc))]
+    return _check_one_document(path.name, content, kind)
 
 
 def validate_path(path: Path) -> list[Problem]:

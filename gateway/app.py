@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -44,7 +44,7 @@ from registry.health import HealthChecker
 from registry.managers import ClusterManager
 from registry.server_register import ServerRegister
 from registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
-from remote.base import RemoteClient, ReportsListing
+from remote.base import RemoteClient, ReportsListing, source_problems
 from remote.overlay import RegisteringSource
 
 log = structlog.get_logger("mcpgw.gateway")
@@ -74,9 +74,16 @@ def state_document(
     *,
     ready: bool,
     register: ServerRegister | None = None,
+    source_problems: Mapping[str, str] | None = None,
+    listing_problem: str | None = None,
     listing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The /admin/state answer: everything an operator needs, nothing secret."""
+    """The /admin/state answer: everything an operator needs, nothing secret.
+
+    ``source_problems`` are what the source read but could not use (a file
+    that is not UTF-8, an instances entry with a bad weight, a listing entry
+    without an id): they never reach a server, so they are shown here.
+    """
     servers = {sid: status.as_dict() for sid, status in sorted(state.statuses.items())}
     endpoints = {}
     for key, tools in sorted(state.endpoints.items()):
@@ -111,6 +118,9 @@ def state_document(
         "routes": routes,
         "clusters": cluster_doc,
         "conflicts": state.conflicts(),
+        "source_problems": [{"where": where, "problem": problem}
+                            for where, problem in sorted((source_problems or {}).items())],
+        "discovery": {"listing_problem": listing_problem},
         "summary": describe_state(state),
         **({"server_register": register.statistics()} if register is not None else {}),
         **({"listing": listing} if listing is not None else {}),
@@ -181,6 +191,10 @@ class _StateCollector:
             if status.last_error_at:
                 errors.add_metric([status.name or status.server_id], status.last_error_at)
         yield errors
+        problems = GaugeMetricFamily("mcpgw_source_problems",
+                                     "Files, instances or listing entries the source could not use")
+        problems.add_metric([], len(source_problems(self._gateway.cluster_source)))
+        yield problems
 
 
 class Gateway:
@@ -267,8 +281,11 @@ class Gateway:
 
     async def admin_state(self, request: Request) -> Response:
         listing = self.source.listing_status() if isinstance(self.source, ReportsListing) else None
-        return JSONResponse(state_document(self.store.current, self.clusters, ready=self.adapter.ready.is_set(),
-                                           register=self.servers, listing=listing))
+        return JSONResponse(state_document(
+            self.store.current, self.clusters, ready=self.adapter.ready.is_set(), register=self.servers,
+            source_problems=source_problems(self.cluster_source), listing_problem=self.adapter.listing_problem,
+            listing=listing,
+        ))
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")

@@ -290,8 +290,8 @@ class GatewayCatalog:
             return _result(await render(binding.render_direct, args, config, big=big_args))
         has_output = tool.output_schema is not None
 
-        def map_response(status: int, headers: Mapping[str, str], body: bytes) -> RestResult:
-            return binding.map_response(status, headers, body, has_output_schema=has_output)
+        def map_response(status: int, headers: Mapping[str, str], body: bytes, secrets: frozenset[str]) -> RestResult:
+            return binding.map_response(status, headers, body, has_output_schema=has_output, secrets=secrets)
 
         async def attempt(
             instance: Instance | None, runtime: ClusterRuntime | None, budget: float, shown: float
@@ -300,7 +300,9 @@ class GatewayCatalog:
             request = await render(binding.build_request, args, config, base_url, big=big_args)
             where = instance.id if instance else "the configured URL"
             status, headers, body = await self._send(tool, request, instance, runtime, budget, shown, where)
-            result = _result(await render(map_response, status, headers, body, big=len(body) > INLINE_DATA))
+            result = _result(
+                await render(map_response, status, headers, body, request.secrets, big=len(body) > INLINE_DATA)
+            )
             if status >= 500:
                 raise _FailedAnswer(result)
             return result

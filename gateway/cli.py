@@ -13,6 +13,8 @@ import contextlib
 import errno
 import json
 import logging
+import os
+import re
 import signal
 import socket
 import sys
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
@@ -184,9 +187,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from converter.validate import validate_path
 
-    problems = validate_path(args.path)
+    try:
+        problems = validate_path(args.path)
+    except Exception as exc:  # a bug of ours: still one sentence, never a traceback
+        return _fail(f"validate failed internally on {args.path} ({type(exc).__name__}); please report it",
+                     EXIT_INVALID)
     for problem in problems:
-        print(problem)
+        print(_shown(problem))
     if problems:
         print(f"{len(problems)} problem(s) found in {args.path}", file=sys.stderr)
         return EXIT_INVALID
@@ -221,6 +228,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # -- state ---------------------------------------------------------------------
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _shown(text: object) -> str:
+    """Text from the gateway as a terminal may print it: control characters (and broken ones) escaped."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", str(text))
+
+
 def _table(doc: dict[str, Any]) -> str:
     lines = [f"state version {doc['version']}  ready={doc['ready']}", ""]
     lines.append(f"{'SERVER':<28} {'PHASE':<9} {'SERVING':<10} {'TOOLS':>5}  MESSAGE")
@@ -228,15 +244,24 @@ def _table(doc: dict[str, Any]) -> str:
         message = status["message"] or ""
         if status.get("last_error"):
             err = status["last_error"]
-            message = f"{err.get('file', '')} {err.get('path', '')}: {err.get('reason', '')}".strip()
-        lines.append(f"{status['name'][:28]:<28} {status['phase']:<9} {status['applied_version'] or '-':<10} "
-                     f"{status['tools']:>5}  {message}")
+            where = " ".join(str(err.get(part) or "") for part in ("file", "path")).strip()
+            tool = f" tool {err['tool']}" if err.get("tool") else ""
+            message = f"{where}{tool}: {err.get('reason', '')}".strip()
+        lines.append(f"{_shown(status['name'])[:28]:<28} {status['phase']:<9} "
+                     f"{_shown(status['applied_version'] or '-'):<10} {status['tools']:>5}  {_shown(message)}")
+        for warning in status.get("warnings") or ():
+            lines.append(f"{'':<28} {'warning':<9} {'':<10} {'':>5}  {_shown(warning)}")
+    for problem in doc.get("source_problems") or ():
+        lines.append(f"source problem: {_shown(problem['where'])}: {_shown(problem['problem'])}")
+    listing_problem = (doc.get("discovery") or {}).get("listing_problem")
+    if listing_problem:
+        lines.append(f"discovery: {_shown(listing_problem)}")
     lines.append("")
     for path, tools in doc["endpoints"].items():
-        lines.append(f"{path}: {', '.join(t['name'] for t in tools) or '(no tools)'}")
+        lines.append(f"{_shown(path)}: {_shown(', '.join(t['name'] for t in tools)) or '(no tools)'}")
     for conflict in doc.get("conflicts") or []:
-        lines.append(f"conflict: {conflict['kind']} {conflict['name']} served by {conflict['served_by']}, "
-                     f"hidden: {', '.join(conflict['hidden'])}")
+        lines.append(_shown(f"conflict: {conflict['kind']} {conflict['name']} served by {conflict['served_by']}, "
+                            f"hidden: {', '.join(conflict['hidden'])}"))
     return "\n".join(lines)
 
 
@@ -245,9 +270,11 @@ def cmd_state(args: argparse.Namespace) -> int:
     try:
         response = httpx.get(url, timeout=5.0, trust_env=False)
         response.raise_for_status()
+        doc = response.json()
     except httpx.HTTPError as exc:
         return _fail(f"cannot read the gateway state at {url}: {exc}")
-    doc = response.json()
+    except ValueError:
+        return _fail(f"the answer of {url} is not JSON; is this an mcpgw gateway?")
     print(json.dumps(doc, indent=2) if args.json else _table(doc))
     return EXIT_OK
 
@@ -490,6 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except McpgwError as exc:
         return _fail(str(exc))
+    except BrokenPipeError:
+        # The reader went away (``mcpgw validate tree | head``): the rest of the output is not wanted, and the
+        # status is what a shell gives a command SIGPIPE ended (never 0: the output was cut short).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 

@@ -128,3 +128,5 @@ class ServerModels:
     """Values for ``{{ .config.* }}`` incl. credentials: never shown anywhere."""
     tools_from_backend: bool = False
     """A proxied MCP server whose spec lists no tools: the tool list comes from the backend."""
+    warnings: tuple[str, ...] = ()
+    """What was left out while the rest is served (an unusable instance, say), one sentence each."""

@@ -59,6 +59,8 @@ class ServerStatus:
     tools: int = 0
     revision: str | None = None
     """Short digest of everything served for this server (specs, credentials, instances)."""
+    warnings: tuple[str, ...] = ()
+    """What the served version leaves out (an unusable instance, ...), one sentence each."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class ServerStatus:
             "updated_at": self.updated_at,
             "tools": self.tools,
             "revision": self.revision,
+            "warnings": list(self.warnings),
         }
 
 
@@ -338,6 +341,7 @@ class StateStore:
                 updated_at=now,
                 tools=len(models.tools),
                 revision=models.fingerprint[:8],
+                warnings=models.warnings,
             )
             if unchanged and old_status is not None and _same_status(old_status, status):
                 return None
@@ -410,6 +414,7 @@ class StateStore:
                 updated_at=now,
                 tools=len(serving.tools) if serving else 0,
                 revision=serving.fingerprint[:8] if serving else None,
+                warnings=serving.warnings if serving else (),
             )
             if old_status is not None and _same_status(old_status, status):
                 return None
@@ -436,4 +441,5 @@ def _same_status(a: ServerStatus, b: ServerStatus) -> bool:
         and a.last_error == b.last_error
         and a.tools == b.tools
         and a.revision == b.revision
+        and a.warnings == b.warnings
     )

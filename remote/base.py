@@ -23,6 +23,9 @@ Semantics every implementation keeps (they are Nacos' own):
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -82,6 +85,50 @@ class ServiceInstance:
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
+
+
+MAX_WEIGHT = 10000.0
+"""The largest instance weight Nacos accepts."""
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def host_problem(host: object) -> str | None:
+    """Why ``host`` cannot be an instance address (``None`` if it can): an IP address or a DNS name.
+
+    The host is put into the URL a call is sent to, so anything that URL
+    syntax reads as more than a host (``@``, ``/``, ``:``, ``?``, ``#``, ...)
+    would send the call, and its credentials, somewhere else.
+    """
+    if not isinstance(host, str) or not host:
+        return "the ip must be a non-empty string"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        if len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels):
+            return None
+        return f"the ip {host!r} is neither an IP address nor a host name"
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return f"the ip {host!r} has an IPv6 zone, which a URL cannot carry; register a routable address"
+    return None
+
+
+def instance_problem(ip: object, port: object, weight: object) -> str | None:
+    """Why an instance cannot take traffic as given (``None`` if it can); the numbers are Nacos' ranges."""
+    problem = host_problem(ip)
+    if problem is not None:
+        return problem
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return f"the port {port!r} is not an integer between 1 and 65535"
+    if (
+        not isinstance(weight, int | float)
+        or isinstance(weight, bool)
+        or not math.isfinite(weight)
+        or not 0 <= weight <= MAX_WEIGHT
+    ):
+        return f"the weight {weight!r} is not a finite number between 0 and {MAX_WEIGHT:g}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +211,17 @@ class RemoteClient(Protocol):
 
     async def watch_listing(self, callback: ListingCallback) -> None:
         """Call ``callback`` whenever the MCP server listing may have changed."""
+
+
+@runtime_checkable
+class ReportsProblems(Protocol):
+    """A source that can say what it read but could not use (files, Nacos): shown on ``/admin/state``."""
+
+    def problems(self) -> Mapping[str, str]:
+        """Where (a file, a service, the listing) → why it was not used, or only partly."""
+        ...
+
+
+def source_problems(source: object) -> dict[str, str]:
+    """``source.problems()`` for a source that reports them, else nothing."""
+    return dict(source.problems()) if isinstance(source, ReportsProblems) else {}

@@ -22,7 +22,10 @@ a write in progress (the previous content stays).  A file that vanishes is
 looked at again one debounce later before it counts as deleted, so an
 editor's "move away, write new" save does not flap a server off and on.  An
 instances file that does not parse keeps the previous list and is reported
-by ``problems()``; it is never delivered.
+by ``problems()``; it is never delivered.  One unusable entry in it (an ip
+that is no address, a port or weight out of Nacos' ranges, a field of the
+wrong type) is dropped and reported, and the other entries are delivered.
+An empty file is reported until it is written (the previous content stays).
 
 Watching uses ``watchfiles`` (inotify on Linux), not polling.  ``start()``
 returns only once the watcher exists, and loads the tree after that, so no
@@ -40,6 +43,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -57,7 +61,9 @@ from remote.base import (
     McpServerInfo,
     ServiceInstance,
     ServiceKey,
+    instance_problem,
 )
+from remote.jsondoc import JsonDocumentError, load_json
 from remote.memory import MemorySource
 
 log = structlog.get_logger(__name__)
@@ -77,19 +83,67 @@ _KEY_DEPTH = 4  # config|naming / namespace / group / file
 _FileRead = bytes | OSError | None
 
 
-def parse_instances(key: ServiceKey, text: str) -> tuple[ServiceInstance, ...]:
-    """The instances of an instances file; ``ValueError`` says what is wrong and where.
+@dataclass(frozen=True, slots=True)
+class InstancesFile:
+    """What an instances file yields: the usable instances, and why each other entry was dropped."""
 
-    Missing fields get Nacos' defaults; metadata values that are not
-    strings are kept as their JSON text, as Nacos stores strings only.
+    instances: tuple[ServiceInstance, ...]
+    dropped: tuple[str, ...] = ()
+
+
+def parse_instances(key: ServiceKey, text: str) -> InstancesFile:
+    """The instances of an instances file; ``ValueError`` when the file as a whole cannot be used.
+
+    One bad entry (not an object, an ip that is not an address, a port or
+    weight out of Nacos' ranges, ...) is dropped with its reason and the
+    others are used: holding back a whole file for one entry would keep
+    sending calls to instances the file no longer lists.  Missing fields get
+    Nacos' defaults; metadata values that are not strings are kept as their
+    JSON text, as Nacos stores strings only.
     """
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from exc
+        doc = load_json(text, finite=False)  # a weight of NaN drops its instance, not the file
+    except JsonDocumentError as exc:
+        raise ValueError(str(exc)) from exc
     if not isinstance(doc, list):
-        raise ValueError(f"expected a JSON list of instances, found a JSON {type(doc).__name__}")
-    return tuple(_instance(key, index, item) for index, item in enumerate(doc))
+        raise ValueError(f"expected a JSON list of instances, found a JSON {_json_kind(doc)}")
+    instances: list[ServiceInstance] = []
+    dropped: list[str] = []
+    for index, item in enumerate(doc):
+        try:
+            instances.append(_instance(key, index, item))
+        except ValueError as exc:
+            dropped.append(f"{exc}; the instance is dropped")
+    return InstancesFile(tuple(instances), tuple(dropped))
+
+
+EMPTY_FILE = "is empty; its previous content (if any) stays until it is written again, delete it to delete it"
+"""An empty file is a write in progress (editors truncate, then write): kept as a problem until written."""
+
+
+def decode_config(data: bytes) -> str:
+    """A config file's content as the files source uses it; ``ValueError`` if it is not UTF-8 text."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def decode_instances(key: ServiceKey, data: bytes) -> InstancesFile:
+    """An instances file's content as the files source uses it; ``ValueError`` if the file cannot be used."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not a valid instances file: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        return parse_instances(key, text)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid instances file: {exc}") from exc
+
+
+def _json_kind(value: object) -> str:
+    names = {dict: "object", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _instance(key: ServiceKey, index: int, item: object) -> ServiceInstance:
@@ -105,6 +159,9 @@ def _instance(key: ServiceKey, index: int, item: object) -> ServiceInstance:
     weight = item.get("weight", 1.0)
     if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
         raise ValueError(f"{where}: 'weight' must be a number >= 0")
+    problem = instance_problem(ip, port, weight)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
     flags = {name: item.get(name, True) for name in ("healthy", "enabled", "ephemeral")}
     for name, flag in flags.items():
         if not isinstance(flag, bool):
@@ -139,8 +196,25 @@ def _optional_text(item: Mapping[str, object], name: str, default: str, where: s
     return value or default
 
 
-def _is_safe_part(part: str) -> bool:
+def is_safe_part(part: str) -> bool:
+    """Whether a namespace, group, dataId or service name can be a file name of the tree."""
     return bool(part) and part not in (".", "..") and "/" not in part and "\0" not in part
+
+
+def key_of(root: Path, path: Path) -> ConfigKey | ServiceKey | None:
+    """The config or service a file of the tree holds; ``None`` for anything the source ignores."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    if len(parts) != _KEY_DEPTH or any(_SCRATCH.search(part) for part in parts[1:]):
+        return None
+    kind, namespace, group, name = parts
+    if kind == "config":
+        return ConfigKey(namespace, group, name)
+    if kind == "naming" and name.endswith(".json") and len(name) > len(".json"):
+        return ServiceKey(namespace, group, name.removesuffix(".json"))
+    return None
 
 
 class FilesSource:
@@ -263,7 +337,7 @@ class FilesSource:
     # -- RemoteClient --------------------------------------------------------
 
     async def list_mcp_servers(self, namespace: str = DEFAULT_NAMESPACE) -> list[McpServerInfo]:
-        if _is_safe_part(namespace):
+        if is_safe_part(namespace):
             await self._refresh_paths([self._root / "config" / namespace / VERSIONS_GROUP])
         return await self._store.list_mcp_servers(namespace)
 
@@ -303,25 +377,14 @@ class FilesSource:
         return self._root / "naming" / key.namespace / key.group / f"{key.service}.json"
 
     def _check_parts(self, name: str, *parts: str) -> None:
-        if not all(_is_safe_part(part) for part in parts):
+        if not all(is_safe_part(part) for part in parts):
             raise SourceError(
                 f"{name} cannot be stored under {self._root}: namespace, group and name must be "
                 "non-empty and contain no '/'; use Nacos names."
             )
 
     def _key_for(self, path: Path) -> ConfigKey | ServiceKey | None:
-        try:
-            parts = path.relative_to(self._root).parts
-        except ValueError:
-            return None
-        if len(parts) != _KEY_DEPTH or any(_SCRATCH.search(part) for part in parts[1:]):
-            return None
-        kind, namespace, group, name = parts
-        if kind == "config":
-            return ConfigKey(namespace, group, name)
-        if kind == "naming" and name.endswith(".json") and len(name) > len(".json"):
-            return ServiceKey(namespace, group, name.removesuffix(".json"))
-        return None
+        return key_of(self._root, path)
 
     def _keys_for(
         self, paths: Iterable[Path], known: Iterable[ConfigKey | ServiceKey]
@@ -402,13 +465,12 @@ class FilesSource:
             self._problem(path, f"cannot be read: {read.strerror or read}", "files.config_unreadable")
             return {}
         if not read:
+            self._problem(path, EMPTY_FILE, "files.config_empty", quiet=True)
             return {}
         try:
-            content = read.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self._problem(
-                path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})", "files.config_invalid"
-            )
+            content = decode_config(read)
+        except ValueError as exc:
+            self._problem(path, str(exc), "files.config_invalid")
             return {}
         self._clear_problem(path)
         return {key: content}
@@ -423,18 +485,22 @@ class FilesSource:
             self._problem(path, f"cannot be read: {read.strerror or read}", "files.instances_invalid")
             return {}
         if not read.strip():
+            self._problem(path, EMPTY_FILE, "files.instances_empty", quiet=True)
             return {}
         try:
-            instances = parse_instances(key, read.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            self._problem(path, f"is not a valid instances file: {exc}", "files.instances_invalid")
+            parsed = decode_instances(key, read)
+        except ValueError as exc:
+            self._problem(path, str(exc), "files.instances_invalid")
             return {}
-        self._clear_problem(path)
-        return {key: instances}
+        if parsed.dropped:
+            self._problem(path, "; ".join(parsed.dropped), "files.instances_dropped")
+        else:
+            self._clear_problem(path)
+        return {key: parsed.instances}
 
-    def _problem(self, path: Path, error: str, event: str) -> None:
+    def _problem(self, path: Path, error: str, event: str, *, quiet: bool = False) -> None:
         name = str(path.relative_to(self._root))
-        if self._problems.get(name) != error:
+        if self._problems.get(name) != error and not quiet:
             log.warning(event, path=name, error=error)
         self._problems[name] = error
 

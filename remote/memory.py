@@ -26,7 +26,6 @@ failures; the ``*_calls`` counters let adapter tests assert how much it read.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -44,6 +43,7 @@ from remote.base import (
     ServiceInstance,
     ServiceKey,
 )
+from remote.jsondoc import load_json
 
 log = structlog.get_logger(__name__)
 
@@ -68,8 +68,8 @@ def server_info_from_versions(key: ConfigKey, content: str) -> McpServerInfo:
     """
     server_id = key.data_id.removesuffix(VERSIONS_SUFFIX)
     try:
-        doc = json.loads(content)
-    except ValueError:
+        doc = load_json(content)
+    except ValueError:  # bad JSON, too deep, ...: the listener reports it for this server alone
         doc = None
     if not isinstance(doc, dict):
         return McpServerInfo(id=server_id, name="", namespace=key.namespace)

@@ -94,7 +94,9 @@ from remote.base import (
     McpServerInfo,
     ServiceInstance,
     ServiceKey,
+    instance_problem,
 )
+from remote.jsondoc import JsonDocumentError, has_lone_surrogate, load_json
 from remote.nacos_listing import LISTING_APIS, MCP_ADMIN, ListingApi, ListingMode, VersionsSearch, listing_params
 
 with warnings.catch_warnings():
@@ -208,7 +210,8 @@ class _McpPage(BaseModel):
     totalCount: int = 0
     pageNumber: int = 1
     pagesAvailable: int = 0
-    pageItems: list[_McpListItem] = []
+    pageItems: list[Any] = []
+    """Checked one by one (``_McpListItem``): one malformed entry is dropped, not the whole listing."""
 
 
 class _McpListAnswer(BaseModel):
@@ -314,23 +317,30 @@ def _split_address(address: str) -> tuple[str, int]:
     return host, int(port) if port else DEFAULT_PORT
 
 
-def _to_instances(raw: Iterable[Any]) -> tuple[ServiceInstance, ...]:
-    converted = [
-        ServiceInstance(
-            ip=str(item.ip),
-            port=int(item.port),
-            weight=float(item.weight),
-            healthy=bool(item.healthy),
-            enabled=bool(item.enabled),
-            ephemeral=bool(item.ephemeral),
-            cluster_name=str(item.clusterName or "DEFAULT"),
-            service_name=str(item.serviceName or ""),
-            instance_id=str(item.instanceId or ""),
-            metadata=MappingProxyType({str(k): str(v) for k, v in (item.metadata or {}).items()}),
+def _to_instances(raw: Iterable[Any]) -> tuple[tuple[ServiceInstance, ...], tuple[str, ...]]:
+    """The SDK's instances as ours, and why each unusable one (bad ip, port or weight) was dropped."""
+    converted: list[ServiceInstance] = []
+    dropped: list[str] = []
+    for item in raw:
+        problem = instance_problem(item.ip, item.port, item.weight)
+        if problem is not None:
+            dropped.append(f"instance {item.ip!r}:{item.port!r} dropped: {problem}")
+            continue
+        converted.append(
+            ServiceInstance(
+                ip=str(item.ip),
+                port=int(item.port),
+                weight=float(item.weight),
+                healthy=bool(item.healthy),
+                enabled=bool(item.enabled),
+                ephemeral=bool(item.ephemeral),
+                cluster_name=str(item.clusterName or "DEFAULT"),
+                service_name=str(item.serviceName or ""),
+                instance_id=str(item.instanceId or ""),
+                metadata=MappingProxyType({str(k): str(v) for k, v in (item.metadata or {}).items()}),
+            )
         )
-        for item in raw
-    ]
-    return tuple(sorted(converted, key=lambda i: (i.ip, i.port, i.cluster_name)))
+    return tuple(sorted(converted, key=lambda i: (i.ip, i.port, i.cluster_name))), tuple(dropped)
 
 
 _RELISTEN_AFTER_RECONNECT = (1.0, 2.0)
@@ -396,6 +406,7 @@ class NacosSource:
         self._poll_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._problems: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -654,11 +665,26 @@ class NacosSource:
         clients = await self._clients_for(key.namespace)
         param = ListInstanceParam(service_name=key.service, group_name=key.group, subscribe=False, healthy_only=None)
         try:
-            found = _to_instances(await clients.naming.list_instances(param))
+            found = self._usable_instances(key, await clients.naming.list_instances(param))
         except NacosException as exc:
             raise self._translate(exc, f"list instances of service {key}") from exc
         self._last_listed[key] = found
         return list(found)
+
+    def _usable_instances(self, key: ServiceKey, raw: Iterable[Any]) -> tuple[ServiceInstance, ...]:
+        instances, dropped = _to_instances(raw)
+        where = f"instances of service {key}"
+        if dropped:
+            if self._problems.get(where) != "; ".join(dropped):
+                log.warning("nacos.instances_dropped", service=str(key), dropped=list(dropped))
+            self._problems[where] = "; ".join(dropped)
+        else:
+            self._problems.pop(where, None)
+        return instances
+
+    def problems(self) -> dict[str, str]:
+        """What Nacos sent that cannot be used (where → why): dropped instances and listing entries."""
+        return dict(self._problems)
 
     async def subscribe(self, key: ServiceKey, callback: InstancesCallback) -> None:
         clients = await self._clients_for(key.namespace)
@@ -749,10 +775,11 @@ class NacosSource:
         if self._search is not None:
             return await self._search.list_servers(namespace)
         found: dict[str, McpServerInfo] = {}
+        dropped: list[str] = []
         page_no = 1
         while True:
             page = await self._list_page(namespace, page_no)
-            for item in page.pageItems:
+            for item in self._listing_entries(page, page_no, dropped):
                 # Pages can shift while we read them: keep the first sighting of each id.
                 found.setdefault(
                     item.id,
@@ -770,14 +797,45 @@ class NacosSource:
                     ),
                 )
             if not page.pageItems or page_no >= page.pagesAvailable:
+                self._record_listing_problems(namespace, dropped)
                 return list(found.values())
             page_no += 1
+
+    @staticmethod
+    def _listing_entries(page: _McpPage, page_no: int, dropped: list[str]) -> list[_McpListItem]:
+        entries: list[_McpListItem] = []
+        for index, raw in enumerate(page.pageItems):
+            try:
+                entry = _McpListItem.model_validate(raw)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(part) for part in first["loc"]) or "the entry"
+                dropped.append(f"page {page_no} entry [{index}] dropped: {field}: {first['msg']}")
+                continue
+            if not entry.id.strip() or any(c in entry.id for c in "/\\\0") or has_lone_surrogate(entry.id):
+                dropped.append(f"page {page_no} entry [{index}] dropped: the id {entry.id!r} cannot name configs")
+                continue
+            entries.append(entry)
+        return entries
+
+    def _record_listing_problems(self, namespace: str, dropped: list[str]) -> None:
+        where = f"MCP server listing of namespace {namespace}"
+        if dropped:
+            if self._problems.get(where) != "; ".join(dropped):
+                log.warning("nacos.listing_entries_dropped", namespace=namespace, dropped=dropped)
+            self._problems[where] = "; ".join(dropped)
+        else:
+            self._problems.pop(where, None)
 
     async def _list_page(self, namespace: str, page_no: int) -> _McpPage:
         params = listing_params(MCP_ADMIN, namespace, page_no, self._list_page_size)
         response = await self._admin_get(MCP_ADMIN.path, params, f"list MCP servers of {namespace}")
         try:
-            answer = _McpListAnswer.model_validate_json(response.content)
+            answer = _McpListAnswer.model_validate(load_json(response.text))
+        except JsonDocumentError as exc:
+            raise SourceError(
+                f"Nacos at {self._admin_base_url} answered the MCP server listing with something unexpected: {exc}"
+            ) from exc
         except ValidationError as exc:
             raise SourceError(
                 f"Nacos at {self._admin_base_url} answered the MCP server listing with something unexpected: "
@@ -1028,7 +1086,7 @@ class NacosSource:
             return
         param = ListInstanceParam(service_name=key.service, group_name=key.group, subscribe=True, healthy_only=None)
         try:
-            instances = _to_instances(await clients.naming.list_instances(param))
+            instances = self._usable_instances(key, await clients.naming.list_instances(param))
         except NacosException as exc:
             log.warning("nacos.refresh_failed", key=str(key), error=str(exc))
             return

@@ -66,6 +66,8 @@ from remote.base import (
     RemoteClient,
     ServiceInstance,
     ServiceKey,
+    instance_problem,
+    source_problems,
 )
 
 log = structlog.get_logger(__name__)
@@ -180,6 +182,10 @@ class RegisteringSource:
     @property
     def inner(self) -> RemoteClient:
         return self._inner
+
+    def problems(self) -> dict[str, str]:
+        """The wrapped source's problems (connect API requests are refused at the door instead)."""
+        return source_problems(self._inner)
 
     @property
     def namespace(self) -> str:
@@ -306,7 +312,10 @@ class RegisteringSource:
         if self._inner_lists.get(key) == inner:
             return
         self._inner_lists[key] = inner
-        self._register.mirror_source({self.mirror_name(key): [source_instance(i) for i in inner]})
+        # An instance no cluster can use (bad host, port or weight) is not mirrored either: the converter
+        # drops it with its reason, and the register's answers (GET /api/mcp/servers) must stay JSON.
+        usable = [source_instance(i) for i in inner if instance_problem(i.ip, i.port, i.weight) is None]
+        self._register.mirror_source({self.mirror_name(key): usable})
 
     def _merged(self, key: ServiceKey, inner: Sequence[ServiceInstance]) -> tuple[ServiceInstance, ...]:
         name = self.name_of(key)

@@ -296,8 +296,9 @@ def test_a_path_placeholder_without_its_argument_is_a_clear_invocation_error() -
         pytest.param("/weather", BASE + "/", f"{BASE}/weather", id="base with trailing slash"),
         pytest.param("https://api.example.com/v1/w", BASE, "https://api.example.com/v1/w", id="absolute"),
         pytest.param("https://api.example.com/v1/w", None, "https://api.example.com/v1/w", id="absolute no base"),
-        pytest.param("{{ .config.host }}/w", BASE, "https://cfg.example.com/w", id="templated absolute"),
         pytest.param("/w/{{ .args.city }}", BASE, f"{BASE}/w/Paris", id="templated relative"),
+        pytest.param("https://api.example.com/v1/{{ .args.city }}", BASE, "https://api.example.com/v1/Paris",
+                     id="templated path of a fixed origin"),
     ],
 )
 def test_urls_are_relative_to_the_instance_or_absolute(url: str, base_url: str | None, expected: str) -> None:
@@ -309,9 +310,9 @@ def test_urls_are_relative_to_the_instance_or_absolute(url: str, base_url: str |
 def test_read_only_server_config_renders_like_a_plain_dict() -> None:
     config = MappingProxyType({"host": MappingProxyType({"name": "api.example.com"})})
 
-    request = build({"url": "https://{{ .config.host.name }}/w"}, {}, config=config)
+    request = build({"url": "/w/{{ .config.host.name }}"}, {}, config=config)
 
-    assert request.url == "https://api.example.com/w"
+    assert request.url == f"{BASE}/w/api.example.com"
 
 
 def test_a_relative_url_without_an_instance_is_a_clear_invocation_error() -> None:

@@ -200,7 +200,7 @@ async def test_instances_file_create_modify_delete_delivers_full_lists(
     assert path.name == "weather::1.0.0.json"
 
 
-async def test_invalid_instances_file_keeps_the_previous_list_and_is_reported(
+async def test_an_instances_file_that_does_not_parse_keeps_the_previous_list_and_is_reported(
     source: FilesSource, root: Path
 ) -> None:
     path = service_file(root, SERVICE)
@@ -210,13 +210,13 @@ async def test_invalid_instances_file_keeps_the_previous_list_and_is_reported(
     await source.subscribe(SERVICE, recorder.instances)
     await source.subscribe(OTHER_SERVICE, recorder.instances)
 
-    write(path, '[{"ip": "10.0.0.9", "port": "eighty"}]')
+    write(path, '[{"ip": "10.0.0.9", "port": 80')
     write(service_file(root, OTHER_SERVICE), instances_json("10.0.0.7"))
     key, _ = await recorder.next()
     assert key == OTHER_SERVICE
     assert await source.list_instances(SERVICE) == previous
     problem = source.problems()["naming/public/mcp-endpoints/weather::1.0.0.json"]
-    assert "instance [0]: 'port' must be an integer" in problem
+    assert "is not a valid instances file: not valid JSON" in problem
 
     write(path, instances_json("10.0.0.3"))
     _, instances = await recorder.next()
@@ -224,8 +224,26 @@ async def test_invalid_instances_file_keeps_the_previous_list_and_is_reported(
     assert source.problems() == {}
 
 
+async def test_a_bad_instance_is_dropped_with_its_reason_and_the_others_are_delivered(
+    source: FilesSource, root: Path
+) -> None:
+    path = service_file(root, SERVICE)
+    write(path, instances_json("10.0.0.1"))
+    await source.list_instances(SERVICE)
+    recorder = Recorder()
+    await source.subscribe(SERVICE, recorder.instances)
+
+    write(path, json.dumps([{"ip": "10.0.0.9", "port": "eighty"}, {"ip": "10.0.0.2", "port": 8000}]))
+    _, instances = await recorder.next()
+
+    assert [i.address for i in instances] == ["10.0.0.2:8000"]
+    problem = source.problems()["naming/public/mcp-endpoints/weather::1.0.0.json"]
+    assert "instance [0]: 'port' must be an integer" in problem
+    assert "dropped" in problem
+
+
 def test_instances_get_nacos_defaults_for_missing_fields() -> None:
-    [instance] = parse_instances(SERVICE, '[{"ip": "10.0.3.15", "port": 8000, "metadata": {"n": 1}}]')
+    [instance] = parse_instances(SERVICE, '[{"ip": "10.0.3.15", "port": 8000, "metadata": {"n": 1}}]').instances
     assert instance == ServiceInstance(
         ip="10.0.3.15",
         port=8000,
@@ -244,15 +262,36 @@ def test_instances_get_nacos_defaults_for_missing_fields() -> None:
     ("text", "reason"),
     [
         ("{}", "expected a JSON list"),
-        ("[1]", "instance [0] is not a JSON object"),
-        ('[{"port": 80}]', "'ip' must be a non-empty string"),
-        ('[{"ip": "h", "port": 80, "healthy": "yes"}]', "'healthy' must be true or false"),
-        ('[{"ip": "h", "port": 80, "weight": -1}]', "'weight' must be a number >= 0"),
+        ("[" * 10_000 + "]" * 10_000, "nested deeper than"),
     ],
 )
-def test_invalid_instances_say_what_is_wrong(text: str, reason: str) -> None:
+def test_an_instances_file_that_cannot_be_used_says_what_is_wrong(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         parse_instances(SERVICE, text)
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ("1", "instance [0] is not a JSON object"),
+        ('{"port": 80}', "'ip' must be a non-empty string"),
+        ('{"ip": "h", "port": 80, "healthy": "yes"}', "'healthy' must be true or false"),
+        ('{"ip": "h", "port": 80, "weight": -1}', "'weight' must be a number >= 0"),
+        ('{"ip": "h", "port": 80, "weight": 1e999}', "the weight inf is not a finite number"),
+        ('{"ip": "h", "port": 80, "weight": NaN}', "the weight nan is not a finite number"),
+        ('{"ip": "h", "port": 80, "weight": -Infinity}', "'weight' must be a number >= 0"),
+        ('{"ip": "h", "port": 80, "weight": 10001}', "between 0 and 10000"),
+        ('{"ip": "127.0.0.1@127.0.0.2", "port": 80}', "neither an IP address nor a host name"),
+        ('{"ip": "127.0.0.1/x?y#", "port": 80}', "neither an IP address nor a host name"),
+        ('{"ip": "h", "port": 70000}', "'port' must be an integer between 1 and 65535"),
+    ],
+)
+def test_a_bad_instance_says_what_is_wrong_and_is_dropped(entry: str, reason: str) -> None:
+    parsed = parse_instances(SERVICE, f'[{entry}, {{"ip": "10.0.0.1", "port": 80}}]')
+
+    assert [i.address for i in parsed.instances] == ["10.0.0.1:80"]
+    [dropped] = parsed.dropped
+    assert reason in dropped
 
 
 async def test_listing_is_derived_from_versions_files_on_disk(source: FilesSource, root: Path) -> None:
