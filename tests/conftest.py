@@ -11,15 +11,13 @@ skipped, always with the reason).
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
 
 from tests.support.nacos_double import NacosDouble
-from tests.support.nacos_target import NacosTarget
-from tests.support.real_nacos import NacosUnavailable, RealNacos, build
+from tests.support.nacos_target import NacosTarget, session_real_nacos
 
 
 @pytest.fixture(autouse=True)
@@ -31,22 +29,7 @@ def _structlog_defaults() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def real_nacos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NacosTarget]:
     """The real Nacos 3 of this test session (or the one ``NACOS_ADDR`` names)."""
-    external = os.environ.get("NACOS_ADDR")
-    if external:
-        yield NacosTarget("real", external, os.environ.get("NACOS_USERNAME"), os.environ.get("NACOS_PASSWORD"))
-        return
-    if os.environ.get("MCPGW_REAL_NACOS") == "0":
-        pytest.skip("the real Nacos is switched off by MCPGW_REAL_NACOS=0")
-    try:
-        build()
-        process = RealNacos(tmp_path_factory.mktemp("real-nacos"))
-        process.start()
-    except NacosUnavailable as exc:
-        pytest.skip(f"the real Nacos cannot run here: {exc}")
-    try:
-        yield NacosTarget("real", process.server_addr, process.username, process.password, process=process)
-    finally:
-        process.stop()
+    yield from session_real_nacos(tmp_path_factory.mktemp("real-nacos"), addr_env="NACOS_ADDR", what="the real Nacos")
 
 
 @pytest.fixture(params=["double", "real"])

@@ -19,7 +19,6 @@ against all four: {with, without} the MCP listing × {double, real}.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -27,8 +26,8 @@ import pytest
 
 from remote.nacos_listing import ListingMode
 from tests.support.nacos_double import NacosDouble
-from tests.support.nacos_target import NacosTarget
-from tests.support.real_nacos import PASSWORD, NacosUnavailable, RealNacos, build
+from tests.support.nacos_target import NacosTarget, session_real_nacos
+from tests.support.real_nacos import PASSWORD
 
 V1_CONSOLE_API = "nacos.core.api.compatibility.console.enabled"
 
@@ -36,24 +35,13 @@ V1_CONSOLE_API = "nacos.core.api.compatibility.console.enabled"
 @pytest.fixture(scope="session")
 def real_nacos_without_listing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NacosTarget]:
     """The real Nacos 3 of this session whose AI module is off (or the one ``NACOS_WITHOUT_LISTING_ADDR`` names)."""
-    external = os.environ.get("NACOS_WITHOUT_LISTING_ADDR")
-    if external:
-        yield NacosTarget("real", external, os.environ.get("NACOS_USERNAME"), os.environ.get("NACOS_PASSWORD"))
-        return
-    if os.environ.get("MCPGW_REAL_NACOS") == "0":
-        pytest.skip("the real Nacos is switched off by MCPGW_REAL_NACOS=0")
-    try:
-        build()
-        process = RealNacos(
-            tmp_path_factory.mktemp("real-nacos-without-listing"), ai_enabled=False, properties={V1_CONSOLE_API: "true"}
-        )
-        process.start()
-    except NacosUnavailable as exc:
-        pytest.skip(f"the real Nacos without its MCP listing cannot run here: {exc}")
-    try:
-        yield NacosTarget("real", process.server_addr, process.username, process.password, process=process)
-    finally:
-        process.stop()
+    yield from session_real_nacos(
+        tmp_path_factory.mktemp("real-nacos-without-listing"),
+        addr_env="NACOS_WITHOUT_LISTING_ADDR",
+        what="the real Nacos without its MCP listing",
+        ai_enabled=False,
+        properties={V1_CONSOLE_API: "true"},
+    )
 
 
 @pytest.fixture

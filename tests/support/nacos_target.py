@@ -17,14 +17,16 @@ explicitly:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import pytest
 
 from tests.support.nacos_double import NacosDouble
-from tests.support.real_nacos import RealNacos
+from tests.support.real_nacos import NacosUnavailable, RealNacos, build
 
 T = TypeVar("T")
 
@@ -80,3 +82,26 @@ class NacosTarget:
             await self.double.start()
         elif self.process is not None:
             await asyncio.to_thread(self.process.start)
+
+
+def session_real_nacos(
+    home: Path, *, addr_env: str, what: str, ai_enabled: bool = True, properties: Mapping[str, str] | None = None
+) -> Iterator[NacosTarget]:
+    """The body of a session fixture: a real Nacos of the suite's own (settings as ``RealNacos`` takes them),
+    or the one the environment variable ``addr_env`` names; skipped with the reason where none can run."""
+    external = os.environ.get(addr_env)
+    if external:
+        yield NacosTarget("real", external, os.environ.get("NACOS_USERNAME"), os.environ.get("NACOS_PASSWORD"))
+        return
+    if os.environ.get("MCPGW_REAL_NACOS") == "0":
+        pytest.skip("the real Nacos is switched off by MCPGW_REAL_NACOS=0")
+    try:
+        build()
+        process = RealNacos(home, ai_enabled=ai_enabled, properties=properties)
+        process.start()
+    except NacosUnavailable as exc:
+        pytest.skip(f"{what} cannot run here: {exc}")
+    try:
+        yield NacosTarget("real", process.server_addr, process.username, process.password, process=process)
+    finally:
+        process.stop()
