@@ -21,7 +21,7 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from converter.template import DEFAULT_LIMITS, RenderLimits, RenderOffload, render_limits
+from converter.template import DEFAULT_LIMITS, RenderLimits, RenderOffload, render_limits, size_of
 
 T = TypeVar("T")
 
@@ -34,25 +34,7 @@ RENDER_WORKERS = 2
 
 def larger_than(value: Any, limit: int) -> bool:
     """Whether JSON-like ``value`` holds more than ``limit`` characters and nodes (stops counting there)."""
-    total = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, dict):
-            total += len(item)
-            for key, child in item.items():
-                total += len(key) if isinstance(key, str) else 1
-                stack.append(child)
-        elif isinstance(item, list | tuple):
-            total += 1
-            stack.extend(item)
-        else:
-            total += 1
-        if total > limit:
-            return True
-    return False
+    return size_of(value, limit)[0] > limit
 
 
 class Renderer:

@@ -53,6 +53,7 @@ from converter.template._budget import (
     RenderLimits,
     RenderOffload,
     render_limits,
+    size_of,
 )
 from converter.template._funcs import FUNCTIONS
 from converter.template._parse import ExecError, Parser, Render, State, location
@@ -66,6 +67,7 @@ __all__ = [
     "RenderOffload",
     "parse",
     "render_limits",
+    "size_of",
 ]
 
 SUPPORTED_FUNCTIONS: Mapping[str, str] = MappingProxyType(

@@ -159,18 +159,16 @@ class Budget:
             )
 
 
-def measure(value: object, budget: Budget) -> int:
-    """The size of a value a function is about to build from ``value``: characters and nodes, charged as steps.
+def size_of(value: object, limit: int) -> tuple[int, int]:
+    """Characters and nodes of a JSON-like value, and how many nodes were walked to count them.
 
-    Walks at most ``budget.max_size`` nodes: a value shared many times over
-    (``list $x $x`` nested) is refused as soon as it is too big, however
-    small it looks in memory.
+    Counting stops as soon as the size is over ``limit``, so a value shared many times over
+    (``list $x $x`` nested) costs no more to refuse than ``limit`` nodes, however big it really is.
     """
-    limit = budget.max_size
     total = 0
-    stack = [value]
     walked = 0
-    while stack:
+    stack = [value]
+    while stack and total <= limit:
         item = stack.pop()
         walked += 1
         if isinstance(item, str):
@@ -185,8 +183,14 @@ def measure(value: object, budget: Budget) -> int:
             stack.extend(item)
         else:
             total += 1
-        if total > limit:
-            budget.charge(walked)
-            budget.room(total)
+    return total, walked
+
+
+def measure(value: object, budget: Budget) -> int:
+    """The size of a value a function is about to build from ``value``, its walk charged as steps;
+    refused (``BudgetExceeded``) once it is over the output budget."""
+    total, walked = size_of(value, budget.max_size)
     budget.charge(walked)
+    if total > budget.max_size:
+        budget.room(total)
     return total
