@@ -683,8 +683,14 @@ class NacosSource:
         return instances
 
     def problems(self) -> dict[str, str]:
-        """What Nacos sent that cannot be used (where → why): dropped instances and listing entries."""
-        return dict(self._problems)
+        """What Nacos sent that cannot be used (where → why): dropped instances and listing entries, and
+        the versions files the latest config search found unusable (in the config-search listing mode)."""
+        found = dict(self._problems)
+        searched = self._search.problems if self._search is not None else {}
+        for namespace in sorted(searched):
+            for problem in searched[namespace]:
+                found[problem.where] = f"{problem.path}: {problem.reason}"
+        return found
 
     async def subscribe(self, key: ServiceKey, callback: InstancesCallback) -> None:
         clients = await self._clients_for(key.namespace)

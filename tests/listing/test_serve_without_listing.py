@@ -145,6 +145,9 @@ async def test_a_hostile_versions_file_does_not_keep_other_servers_from_being_se
     assert json.loads(text(result))["backend"] == "maps"
     problems = [p for p in state["listing"]["problems"] if f"{hostile_id}-mcp-versions.json" in p["where"]]
     assert [(p["path"], p["reason"].split(" (")[0]) for p in problems] == [("$", "not JSON")]
+    # The same problem among the source's problems, which mcpgw state prints and /metrics counts.
+    [why] = [p["problem"] for p in state["source_problems"] if f"{hostile_id}-mcp-versions" in p["where"]]
+    assert why.startswith("$: not JSON")
     # Listed by its dataId, so its listener says what is wrong, where.
     assert state["servers"][hostile_id]["phase"] == "error"
     assert state["servers"][hostile_id]["last_error"]["path"] == "$"
