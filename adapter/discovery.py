@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from adapter.listener import BackendTools, ConfigListener
-from converter.converter import ConfigConverter
-from registry.errors import SourceError
-from registry.state import StateStore
-from remote.base import DEFAULT_NAMESPACE, RemoteClient, versions_key
+from mcpgw.adapter.listener import BackendTools, ConfigListener
+from mcpgw.converter.converter import ConfigConverter
+from mcpgw.registry.errors import SourceError
+from mcpgw.registry.state import StateStore
+from mcpgw.remote.base import DEFAULT_NAMESPACE, RemoteClient, versions_key
 
 log = structlog.get_logger("mcpgw.discovery")
 

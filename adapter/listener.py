@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from converter.converter import (
+from mcpgw.converter.converter import (
     BACKEND_TOOLS_FILE,
     ConfigConverter,
     DisabledServer,
@@ -43,10 +43,10 @@ from converter.converter import (
     select_version,
     service_key_of,
 )
-from registry.errors import ConversionError, McpgwError, SourceError, StateError
-from registry.models import Instance, Route, ServerModels
-from registry.state import ServerPhase, StateStore
-from remote.base import (
+from mcpgw.registry.errors import ConversionError, McpgwError, SourceError, StateError
+from mcpgw.registry.models import Instance, Route, ServerModels
+from mcpgw.registry.state import ServerPhase, StateStore
+from mcpgw.remote.base import (
     ConfigKey,
     RemoteClient,
     ServiceInstance,

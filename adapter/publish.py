@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from adapter.publish_documents import (
+from mcpgw.adapter.publish_documents import (
     LoadedDocument,
     PublishError,
     _dump,
@@ -30,9 +30,9 @@ from adapter.publish_documents import (
     render_tools_spec,
     same_release,
 )
-from adapter.publish_targets import _ADMIN_VERSION_DELETE, Change, PublishTarget, Write
-from converter.converter import credential_refs
-from remote.base import DEFAULT_NAMESPACE, server_spec_key, tools_spec_key, versions_key
+from mcpgw.adapter.publish_targets import _ADMIN_VERSION_DELETE, Change, PublishTarget, Write
+from mcpgw.converter.converter import credential_refs
+from mcpgw.remote.base import DEFAULT_NAMESPACE, server_spec_key, tools_spec_key, versions_key
 
 
 def utc_now() -> str:

@@ -32,11 +32,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from converter.converter import TEMPLATE_KIND, ConfigConverter, ServerSnapshot
-from converter.models import SecurityScheme
-from converter.validate import check_document
-from registry.errors import ConversionError, McpgwError
-from remote.base import DEFAULT_GROUP, DEFAULT_NAMESPACE, ConfigKey, server_spec_key, tools_spec_key, versions_key
+from mcpgw.converter.converter import TEMPLATE_KIND, ConfigConverter, ServerSnapshot
+from mcpgw.converter.models import SecurityScheme
+from mcpgw.converter.validate import check_document
+from mcpgw.registry.errors import ConversionError, McpgwError
+from mcpgw.remote.base import DEFAULT_GROUP, DEFAULT_NAMESPACE, ConfigKey, server_spec_key, tools_spec_key, versions_key
 
 DOCUMENT_SUFFIXES = (".yaml", ".yml", ".json")
 _ID_NAMESPACE = uuid.UUID("6f1c1b1e-2f55-4a0e-9a53-6d63706777a1")

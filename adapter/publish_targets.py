@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from adapter.publish_documents import PublishDocument, PublishError, default_server_id
-from registry.errors import McpgwError
-from remote.base import DEFAULT_NAMESPACE, TOOLS_GROUP, VERSIONS_GROUP, ConfigKey, versions_key
-from remote.nacos import NacosSource
+from mcpgw.adapter.publish_documents import PublishDocument, PublishError, default_server_id
+from mcpgw.registry.errors import McpgwError
+from mcpgw.remote.base import DEFAULT_NAMESPACE, TOOLS_GROUP, VERSIONS_GROUP, ConfigKey, versions_key
+from mcpgw.remote.nacos import NacosSource
 
 MCP_ADMIN_PATH = "/nacos/v3/admin/ai/mcp"
 

@@ -58,10 +58,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import structlog
 
-from registry.errors import McpgwError, SourceError
-from remote.base import DEFAULT_GROUP, DEFAULT_NAMESPACE, ServiceKey
-from remote.nacos import NacosSource
-from remote.overlay import register_name
+from mcpgw.registry.errors import McpgwError, SourceError
+from mcpgw.remote.base import DEFAULT_GROUP, DEFAULT_NAMESPACE, ServiceKey
+from mcpgw.remote.nacos import NacosSource
+from mcpgw.remote.overlay import register_name
 
 log = structlog.get_logger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import yaml
 
-from adapter.discovery import MCPServerAdapter
-from registry.describe import describe_state
-from registry.errors import McpgwError
-from registry.state import AggregateNaming, StateStore
-from remote.base import DEFAULT_NAMESPACE, ConfigKey, McpServerInfo, ServiceInstance, ServiceKey
-from remote.memory import MemorySource
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.registry.describe import describe_state
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.state import AggregateNaming, StateStore
+from mcpgw.remote.base import DEFAULT_NAMESPACE, ConfigKey, McpServerInfo, ServiceInstance, ServiceKey
+from mcpgw.remote.memory import MemorySource
 
 
 class ScenarioError(McpgwError):

@@ -93,8 +93,8 @@ def role_mcpgw(port: int, backend: int) -> None:
     import structlog
     import uvicorn
 
-    from gateway.app import Gateway
-    from gateway.settings import Settings
+    from mcpgw.gateway.app import Gateway
+    from mcpgw.gateway.settings import Settings
     from tests.support.builders import rest_tool, server_files, tools_doc
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

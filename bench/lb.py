@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from registry.balancing import STRATEGIES, BalancingPolicy, ClusterRuntime, make_balancer
-from registry.models import Instance
+from mcpgw.registry.balancing import STRATEGIES, BalancingPolicy, ClusterRuntime, make_balancer
+from mcpgw.registry.models import Instance
 
 TARGET_US = 2.0
 TARGETED = {"round_robin", "least_connections", "smooth_weighted_round_robin"}

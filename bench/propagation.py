@@ -56,12 +56,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mcp.client import Client
 
-from adapter.publish import Publisher
-from adapter.publish_targets import nacos_target
-from gateway.app import Gateway
-from gateway.settings import Settings
-from registry.state import GatewayState
-from remote.base import ServiceKey
+from mcpgw.adapter.publish import Publisher
+from mcpgw.adapter.publish_targets import nacos_target
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.settings import Settings
+from mcpgw.registry.state import GatewayState
+from mcpgw.remote.base import ServiceKey
 from tests.gateway import listening_socket, serving, text
 from tests.gateway.test_nacos_serve import (
     Publishing,

@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapter.discovery import MCPServerAdapter
-from gateway.app import FIRST_SYNC_GC_PAUSE_LIMIT, pause_collector_until
-from registry.server_register import ServerRegister
-from registry.state import StateChange, StateStore
-from remote.base import ConfigKey, ServiceInstance, ServiceKey, tools_spec_key
-from remote.memory import MemorySource
-from remote.overlay import RegisteringSource
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.gateway.app import FIRST_SYNC_GC_PAUSE_LIMIT, pause_collector_until
+from mcpgw.registry.server_register import ServerRegister
+from mcpgw.registry.state import StateChange, StateStore
+from mcpgw.remote.base import ConfigKey, ServiceInstance, ServiceKey, tools_spec_key
+from mcpgw.remote.memory import MemorySource
+from mcpgw.remote.overlay import RegisteringSource
 from tests.support.builders import server_files
 
 

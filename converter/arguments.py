@@ -36,7 +36,7 @@ import referencing.exceptions
 from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
 
-from registry.errors import ConversionError, InvocationError
+from mcpgw.registry.errors import ConversionError, InvocationError
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _MAX_PROBLEMS_SHOWN = 10

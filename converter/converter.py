@@ -20,14 +20,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from converter import credentials as refs
-from converter.arguments import ArgumentValidator
-from converter.models import ServerSpec, ToolDefinition, ToolsSpec, VersionsFile
-from converter.rest import compile_rest_binding
-from converter.servable import check_tool, shown_name
-from registry.errors import ConversionError
-from registry.models import BackendKind, Cluster, Instance, Route, ServerModels, Tool, sanitize_name
-from remote.base import (
+from mcpgw.converter import credentials as refs
+from mcpgw.converter.arguments import ArgumentValidator
+from mcpgw.converter.models import ServerSpec, ToolDefinition, ToolsSpec, VersionsFile
+from mcpgw.converter.rest import compile_rest_binding
+from mcpgw.converter.servable import check_tool, shown_name
+from mcpgw.registry.errors import ConversionError
+from mcpgw.registry.models import BackendKind, Cluster, Instance, Route, ServerModels, Tool, sanitize_name
+from mcpgw.remote.base import (
     ConfigKey,
     ServiceInstance,
     ServiceKey,
@@ -36,7 +36,7 @@ from remote.base import (
     tools_spec_key,
     versions_key,
 )
-from remote.jsondoc import JsonDocumentError, check_value, load_json
+from mcpgw.remote.jsondoc import JsonDocumentError, check_value, load_json
 
 TEMPLATE_KIND = "json-go-template"
 REST_PROTOCOLS = frozenset({"http", "https"})

@@ -78,11 +78,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from converter.credentials import CredentialSite, Misspelt, Reference, scan, whole_reference
-from converter.secrets import credential_values, scrub_text, scrub_value, secret_forms
-from converter.template import GoTemplate, parse
-from registry.errors import ConversionError, InvocationError, TemplateError
-from remote.jsondoc import load_json
+from mcpgw.converter.credentials import CredentialSite, Misspelt, Reference, scan, whole_reference
+from mcpgw.converter.secrets import credential_values, scrub_text, scrub_value, secret_forms
+from mcpgw.converter.template import GoTemplate, parse
+from mcpgw.registry.errors import ConversionError, InvocationError, TemplateError
+from mcpgw.remote.jsondoc import load_json
 
 TEMPLATE_KIND = "json-go-template"
 

@@ -1,6 +1,6 @@
 """JSON Schemas of the three Nacos MCP documents, generated from converter.models.
 
-Regenerate with ``python -m converter.schemas`` after changing the models;
+Regenerate with ``python -m mcpgw.converter.schemas`` after changing the models;
 a test fails when the files drift from the models.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from converter.models import ServerSpec, ToolsSpec, VersionsFile
+from mcpgw.converter.models import ServerSpec, ToolsSpec, VersionsFile
 
 SCHEMA_DIR = Path(__file__).parent / "nacos_schemas"
 DOCUMENTS: dict[str, type[BaseModel]] = {

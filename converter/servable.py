@@ -38,10 +38,10 @@ from typing import Any
 import mcp_types as types
 from pydantic import ValidationError
 
-from converter.arguments import check_schema
-from converter.models import ToolDefinition
-from registry.errors import ConversionError
-from remote.jsondoc import JsonDocumentError, check_value
+from mcpgw.converter.arguments import check_schema
+from mcpgw.converter.models import ToolDefinition
+from mcpgw.registry.errors import ConversionError
+from mcpgw.remote.jsondoc import JsonDocumentError, check_value
 
 MAX_TOOL_NAME = 128
 MAX_DESCRIPTION_CHARS = 64 * 1024

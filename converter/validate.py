@@ -26,8 +26,8 @@ from typing import Any
 
 import jsonschema
 
-from converter import schemas
-from converter.converter import (
+from mcpgw.converter import schemas
+from mcpgw.converter.converter import (
     ConfigConverter,
     ServerSnapshot,
     credential_refs,
@@ -36,11 +36,11 @@ from converter.converter import (
     select_version,
     service_key_of,
 )
-from registry.errors import ConversionError
-from remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
-from remote.files import EMPTY_FILE, InstancesFile, decode_config, decode_instances, key_of
-from remote.jsondoc import JsonDocumentError, load_json
-from remote.memory import VERSIONS_SUFFIX, is_versions_key
+from mcpgw.registry.errors import ConversionError
+from mcpgw.remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
+from mcpgw.remote.files import EMPTY_FILE, InstancesFile, decode_config, decode_instances, key_of
+from mcpgw.remote.jsondoc import JsonDocumentError, load_json
+from mcpgw.remote.memory import VERSIONS_SUFFIX, is_versions_key
 
 LEGACY_NAMESPACE = "nacos-default-mcp"
 

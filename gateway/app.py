@@ -28,31 +28,31 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from adapter.discovery import MCPServerAdapter
-from gateway.catalog import GatewayCatalog
-from gateway.circuit import CircuitBreakers
-from gateway.connect_api import ConnectApi
-from gateway.http_protocol import HttpLimits, limited_protocol
-from gateway.mcp_edge import SessionLimits
-from gateway.mcp_endpoints import McpEndpoints, McpServeOptions
-from gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
-from gateway.rendering import Renderer
-from gateway.settings import Settings
-from gateway.upstream_http import HttpProbe, UpstreamHttp
-from registry.describe import describe_state
-from registry.health import HealthChecker
-from registry.managers import ClusterManager
-from registry.server_register import ServerRegister
-from registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
-from remote.base import RemoteClient, ReportsListing, source_problems
-from remote.overlay import RegisteringSource
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.gateway.catalog import GatewayCatalog
+from mcpgw.gateway.circuit import CircuitBreakers
+from mcpgw.gateway.connect_api import ConnectApi
+from mcpgw.gateway.http_protocol import HttpLimits, limited_protocol
+from mcpgw.gateway.mcp_edge import SessionLimits
+from mcpgw.gateway.mcp_endpoints import McpEndpoints, McpServeOptions
+from mcpgw.gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
+from mcpgw.gateway.rendering import Renderer
+from mcpgw.gateway.settings import Settings
+from mcpgw.gateway.upstream_http import HttpProbe, UpstreamHttp
+from mcpgw.registry.describe import describe_state
+from mcpgw.registry.health import HealthChecker
+from mcpgw.registry.managers import ClusterManager
+from mcpgw.registry.server_register import ServerRegister
+from mcpgw.registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
+from mcpgw.remote.base import RemoteClient, ReportsListing, source_problems
+from mcpgw.remote.overlay import RegisteringSource
 
 log = structlog.get_logger("mcpgw.gateway")
 
 
 def make_source(settings: Settings) -> RemoteClient:
     if settings.nacos is not None:
-        from remote.nacos import NacosSource
+        from mcpgw.remote.nacos import NacosSource
 
         return NacosSource(
             settings.nacos,
@@ -63,7 +63,7 @@ def make_source(settings: Settings) -> RemoteClient:
             log_dir=settings.state_dir / "logs",
             listing_poll_interval=settings.listing_poll_interval,
         )
-    from remote.files import FilesSource
+    from mcpgw.remote.files import FilesSource
 
     return FilesSource(settings.files_root)
 

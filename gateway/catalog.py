@@ -34,24 +34,24 @@ from typing import Any
 import mcp_types as types
 import structlog
 
-from converter.arguments import InvalidArguments
-from converter.rest import RestBinding, RestResult
-from gateway.circuit import CircuitBreakers, CircuitLimits
-from gateway.mcp_endpoints import InvalidArgumentsError, UnknownToolError
-from gateway.mcp_upstream import (
+from mcpgw.converter.arguments import InvalidArguments
+from mcpgw.converter.rest import RestBinding, RestResult
+from mcpgw.gateway.circuit import CircuitBreakers, CircuitLimits
+from mcpgw.gateway.mcp_endpoints import InvalidArgumentsError, UnknownToolError
+from mcpgw.gateway.mcp_upstream import (
     McpUpstreamPool,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamTransport,
     UpstreamUnavailable,
 )
-from gateway.rendering import INLINE_DATA, Renderer, larger_than
-from gateway.upstream_http import UpstreamHttp, UpstreamHttpError
-from registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
-from registry.errors import InvocationError
-from registry.managers import ClusterManager
-from registry.models import Instance, ServerModels, Tool
-from registry.state import AGGREGATE, StateChange, StateStore
+from mcpgw.gateway.rendering import INLINE_DATA, Renderer, larger_than
+from mcpgw.gateway.upstream_http import UpstreamHttp, UpstreamHttpError
+from mcpgw.registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
+from mcpgw.registry.errors import InvocationError
+from mcpgw.registry.managers import ClusterManager
+from mcpgw.registry.models import Instance, ServerModels, Tool
+from mcpgw.registry.state import AGGREGATE, StateChange, StateStore
 
 log = structlog.get_logger("mcpgw.call")
 

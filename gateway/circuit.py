@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from registry.errors import InvocationError
+from mcpgw.registry.errors import InvocationError
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,11 @@ import httpx
 import structlog
 import uvicorn
 
-from registry.errors import McpgwError
+import mcpgw
+from mcpgw.registry.errors import McpgwError
 
 if TYPE_CHECKING:
-    from adapter.publish_documents import LoadedDocument
+    from mcpgw.adapter.publish_documents import LoadedDocument
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -104,8 +105,8 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Any) -> None:
-    from gateway.app import Gateway
-    from gateway.demo_backend import create_demo_backend
+    from mcpgw.gateway.app import Gateway
+    from mcpgw.gateway.demo_backend import create_demo_backend
 
     gateway = Gateway(settings)
     await gateway.source.start()  # fail fast and clearly (unreadable tree, Nacos down, bad credentials)
@@ -164,7 +165,7 @@ async def _announce_listening(server: _Server, log: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway.settings import load_settings
+    from mcpgw.gateway.settings import load_settings
 
     settings = load_settings(
         args.config,
@@ -185,7 +186,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from converter.validate import validate_path
+    from mcpgw.converter.validate import validate_path
 
     try:
         problems = validate_path(args.path)
@@ -205,7 +206,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from adapter.replay import replay
+    from mcpgw.adapter.replay import replay
 
     configure_logging("error")
     results = asyncio.run(replay(args.scenario, update=args.update))
@@ -285,7 +286,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_register(args: argparse.Namespace) -> int:
     import os
 
-    from adapter.registration import RegisteredInstance, SelfRegistration, parse_metadata, run_until_signal
+    from mcpgw.adapter.registration import RegisteredInstance, SelfRegistration, parse_metadata, run_until_signal
 
     if args.gateway is not None:
         return _register_with_gateway(args)
@@ -315,7 +316,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def _register_with_gateway(args: argparse.Namespace) -> int:
     import os
 
-    from adapter.registration import ConnectedInstance, GatewayConnection, parse_metadata, run_until_signal
+    from mcpgw.adapter.registration import ConnectedInstance, GatewayConnection, parse_metadata, run_until_signal
 
     if args.namespace is not None or args.username is not None or args.password is not None:
         return _fail("--namespace, --username and --password go with --nacos; the gateway serves one namespace "
@@ -366,8 +367,8 @@ def _publish_usage(args: argparse.Namespace, nacos: str | None) -> str | None:
 async def _run_publish(
     args: argparse.Namespace, documents: list[LoadedDocument], target_options: dict[str, Any]
 ) -> None:
-    from adapter.publish import Outcome, Publisher
-    from adapter.publish_targets import FilesTarget, PublishTarget, nacos_target
+    from mcpgw.adapter.publish import Outcome, Publisher
+    from mcpgw.adapter.publish_targets import FilesTarget, PublishTarget, nacos_target
 
     def say(outcome: Outcome) -> None:
         print(outcome.message, flush=True)
@@ -398,8 +399,8 @@ async def _run_publish(
 def cmd_publish(args: argparse.Namespace) -> int:
     import os
 
-    from adapter.publish_documents import InvalidDocuments, load_documents
-    from registry.errors import SourceError
+    from mcpgw.adapter.publish_documents import InvalidDocuments, load_documents
+    from mcpgw.registry.errors import SourceError
 
     nacos = args.nacos or os.environ.get("MCPGW_NACOS")
     usage = _publish_usage(args, nacos)
@@ -431,6 +432,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcpgw", description="An MCP gateway driven by Nacos MCP-registry configs.")
+    parser.add_argument("--version", action="version", version=f"mcpgw {mcpgw.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway (default: the bundled demo tree and demo backend)")

@@ -65,11 +65,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.discovery import MCPServerAdapter
-from registry.models import Instance
-from registry.server_register import Origin, RegistrationError, ServerRegister
-from remote.base import DEFAULT_GROUP, ServiceKey
-from remote.overlay import RegisteringSource, register_name
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.registry.models import Instance
+from mcpgw.registry.server_register import Origin, RegistrationError, ServerRegister
+from mcpgw.remote.base import DEFAULT_GROUP, ServiceKey
+from mcpgw.remote.overlay import RegisteringSource, register_name
 
 log = structlog.get_logger("mcpgw.connect")
 

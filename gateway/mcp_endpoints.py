@@ -65,7 +65,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.mcp_edge import (
+from mcpgw.gateway.mcp_edge import (
     MAX_BODY,
     SERVER_BUSY,
     Envelope,
@@ -78,7 +78,7 @@ from gateway.mcp_edge import (
     read_body,
     replay,
 )
-from registry.errors import InvocationError
+from mcpgw.registry.errors import InvocationError
 
 log = structlog.get_logger("mcpgw.mcp")
 

@@ -47,8 +47,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from registry.errors import InvocationError
-from registry.models import Instance, Route
+from mcpgw.registry.errors import InvocationError
+from mcpgw.registry.models import Instance, Route
 
 if TYPE_CHECKING:
     from mcp.client._transport import TransportStreams

@@ -21,7 +21,7 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from converter.template import DEFAULT_LIMITS, RenderLimits, RenderOffload, render_limits, size_of
+from mcpgw.converter.template import DEFAULT_LIMITS, RenderLimits, RenderOffload, render_limits, size_of
 
 T = TypeVar("T")
 

@@ -13,9 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from converter.template import RenderLimits
-from gateway.circuit import CircuitLimits
-from registry.balancing import (
+import mcpgw
+from mcpgw.converter.template import RenderLimits
+from mcpgw.gateway.circuit import CircuitLimits
+from mcpgw.registry.balancing import (
     DEFAULT_STRATEGY,
     BalancingPolicy,
     CallLimits,
@@ -26,12 +27,14 @@ from registry.balancing import (
     lookup_cluster,
     strategy_name,
 )
-from registry.errors import McpgwError
-from registry.health import HealthCheckPolicy
-from registry.models import Cluster
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.health import HealthCheckPolicy
+from mcpgw.registry.models import Cluster
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_TREE = REPO_ROOT / "fixtures" / "nacos-configs" / "demo"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+"""The folder the ``mcpgw`` import package's modules live in (the repository root in a checkout)."""
+DEMO_TREE = (Path(mcpgw.__file__).parent / "demo_tree").resolve()
+"""The bundled demo tree: ``fixtures/nacos-configs/demo`` in a checkout, package data when installed."""
 
 
 class SettingsError(McpgwError):

@@ -26,7 +26,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from registry.errors import InvocationError
+from mcpgw.registry.errors import InvocationError
 
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 

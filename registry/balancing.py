@@ -42,8 +42,8 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 
 import structlog
 
-from registry.errors import McpgwError
-from registry.models import Cluster, Instance, sanitize_name
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.models import Cluster, Instance, sanitize_name
 
 log = structlog.get_logger("mcpgw.balancing")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.models import Instance
-from registry.state import AGGREGATE, GatewayState
+from mcpgw.registry.models import Instance
+from mcpgw.registry.state import AGGREGATE, GatewayState
 
 
 def _instance_line(inst: Instance) -> str:

@@ -33,10 +33,10 @@ from typing import Protocol
 
 import structlog
 
-from registry.balancing import BalancingConfigError, ClusterRuntime
-from registry.managers import ClusterManager
-from registry.models import Cluster, Instance
-from registry.state import StateChange, StateStore
+from mcpgw.registry.balancing import BalancingConfigError, ClusterRuntime
+from mcpgw.registry.managers import ClusterManager
+from mcpgw.registry.models import Cluster, Instance
+from mcpgw.registry.state import StateChange, StateStore
 
 log = structlog.get_logger("mcpgw.health")
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import structlog
 
-from registry.balancing import BalancingPolicy, ClusterRuntime, cluster_keys
-from registry.models import Cluster, Instance, Route, Tool
-from registry.state import StateChange, StateStore
+from mcpgw.registry.balancing import BalancingPolicy, ClusterRuntime, cluster_keys
+from mcpgw.registry.models import Cluster, Instance, Route, Tool
+from mcpgw.registry.state import StateChange, StateStore
 
 log = structlog.get_logger("mcpgw.clusters")
 

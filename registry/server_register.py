@@ -43,9 +43,9 @@ from typing import Any, Final, Literal, get_args
 import immutables
 import structlog
 
-from registry.balancing import BalancingPolicy, Clock, ClusterRuntime
-from registry.errors import McpgwError
-from registry.models import Instance
+from mcpgw.registry.balancing import BalancingPolicy, Clock, ClusterRuntime
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.models import Instance
 
 log = structlog.get_logger("mcpgw.server_register")
 

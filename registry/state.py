@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import immutables
 
-from registry.errors import StateError
-from registry.models import Cluster, Route, ServerModels, Tool
+from mcpgw.registry.errors import StateError
+from mcpgw.registry.models import Cluster, Route, ServerModels, Tool
 
 AGGREGATE = ""
 """The endpoint key of the aggregate ``/mcp`` endpoint; others are route names."""

@@ -50,8 +50,8 @@ from types import MappingProxyType
 import structlog
 from watchfiles import awatch
 
-from registry.errors import SourceError, SourceNotFound
-from remote.base import (
+from mcpgw.registry.errors import SourceError, SourceNotFound
+from mcpgw.remote.base import (
     DEFAULT_NAMESPACE,
     VERSIONS_GROUP,
     ConfigCallback,
@@ -63,8 +63,8 @@ from remote.base import (
     ServiceKey,
     instance_problem,
 )
-from remote.jsondoc import JsonDocumentError, load_json
-from remote.memory import MemorySource
+from mcpgw.remote.jsondoc import JsonDocumentError, load_json
+from mcpgw.remote.memory import MemorySource
 
 log = structlog.get_logger(__name__)
 

@@ -32,7 +32,7 @@ from types import MappingProxyType
 
 import structlog
 
-from remote.base import (
+from mcpgw.remote.base import (
     DEFAULT_NAMESPACE,
     VERSIONS_GROUP,
     ConfigCallback,
@@ -43,7 +43,7 @@ from remote.base import (
     ServiceInstance,
     ServiceKey,
 )
-from remote.jsondoc import load_json
+from mcpgw.remote.jsondoc import load_json
 
 log = structlog.get_logger(__name__)
 

@@ -84,8 +84,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.warnings import PydanticDeprecatedSince20
 
-from registry.errors import SourceAuthError, SourceError, SourceNotFound, SourceUnavailable
-from remote.base import (
+from mcpgw.registry.errors import SourceAuthError, SourceError, SourceNotFound, SourceUnavailable
+from mcpgw.remote.base import (
     DEFAULT_NAMESPACE,
     ConfigCallback,
     ConfigKey,
@@ -96,8 +96,8 @@ from remote.base import (
     ServiceKey,
     instance_problem,
 )
-from remote.jsondoc import JsonDocumentError, has_lone_surrogate, load_json
-from remote.nacos_listing import LISTING_APIS, MCP_ADMIN, ListingApi, ListingMode, VersionsSearch, listing_params
+from mcpgw.remote.jsondoc import JsonDocumentError, has_lone_surrogate, load_json
+from mcpgw.remote.nacos_listing import LISTING_APIS, MCP_ADMIN, ListingApi, ListingMode, VersionsSearch, listing_params
 
 with warnings.catch_warnings():
     # nacos-sdk-python 3.2 still declares a pydantic-v1 ``class Config``; the warning is not ours to act on.

@@ -48,9 +48,9 @@ import pydantic_core
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from registry.errors import SourceError, SourceNotFound, SourceUnavailable
-from remote.base import DEFAULT_NAMESPACE, VERSIONS_GROUP, ConfigKey, McpServerInfo
-from remote.memory import VERSIONS_SUFFIX
+from mcpgw.registry.errors import SourceError, SourceNotFound, SourceUnavailable
+from mcpgw.remote.base import DEFAULT_NAMESPACE, VERSIONS_GROUP, ConfigKey, McpServerInfo
+from mcpgw.remote.memory import VERSIONS_SUFFIX
 
 log = structlog.get_logger(__name__)
 

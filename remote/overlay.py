@@ -53,9 +53,9 @@ from typing import Protocol
 
 import structlog
 
-from registry.errors import SourceError
-from registry.models import Instance
-from remote.base import (
+from mcpgw.registry.errors import SourceError
+from mcpgw.registry.models import Instance
+from mcpgw.remote.base import (
     DEFAULT_GROUP,
     DEFAULT_NAMESPACE,
     ConfigCallback,

@@ -45,8 +45,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from converter.credentials import CredentialUse
-from converter.template._budget import (
+from mcpgw.converter.credentials import CredentialUse
+from mcpgw.converter.template._budget import (
     DEFAULT_LIMITS,
     Budget,
     BudgetExceeded,
@@ -55,9 +55,9 @@ from converter.template._budget import (
     render_limits,
     size_of,
 )
-from converter.template._funcs import FUNCTIONS
-from converter.template._parse import ExecError, Parser, Render, State, location
-from registry.errors import TemplateError
+from mcpgw.converter.template._funcs import FUNCTIONS
+from mcpgw.converter.template._parse import ExecError, Parser, Render, State, location
+from mcpgw.registry.errors import TemplateError
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from converter.template._values import (
+from mcpgw.converter.template._values import (
     JsonDict,
     JsonList,
     format_float,

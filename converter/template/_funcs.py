@@ -31,9 +31,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote_plus
 
-from converter.template._budget import Budget, measure
-from converter.template._fmt import sprint, sprintf, sprintln
-from converter.template._values import (
+from mcpgw.converter.template._budget import Budget, measure
+from mcpgw.converter.template._fmt import sprint, sprintf, sprintln
+from mcpgw.converter.template._values import (
     NO_VALUE,
     go_quote,
     go_string,

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from converter.template._values import is_number
+from mcpgw.converter.template._values import is_number
 
 
 class GjsonPathError(ValueError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
-from converter.credentials import CREDENTIAL_REF, REFERENCE_FORM, REFERENCE_START
+from mcpgw.converter.credentials import CREDENTIAL_REF, REFERENCE_FORM, REFERENCE_START
 
 SPACES = " \t\r\n"
 _TERMINATORS = SPACES + ".,|:()"

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
-from converter.credentials import CredentialUse, credential_name, reference_text
-from converter.template._budget import Budget, BudgetExceeded, measure
-from converter.template._funcs import FUNCTIONS, FuncError
-from converter.template._gjson import GjsonPathError, compile_path
-from converter.template._gjson import get as gjson_get
-from converter.template._lex import Tok, lex
-from converter.template._values import JsonDict, JsonList, print_action, sorted_keys, type_name
-from registry.errors import TemplateError
+from mcpgw.converter.credentials import CredentialUse, credential_name, reference_text
+from mcpgw.converter.template._budget import Budget, BudgetExceeded, measure
+from mcpgw.converter.template._funcs import FUNCTIONS, FuncError
+from mcpgw.converter.template._gjson import GjsonPathError, compile_path
+from mcpgw.converter.template._gjson import get as gjson_get
+from mcpgw.converter.template._lex import Tok, lex
+from mcpgw.converter.template._values import JsonDict, JsonList, print_action, sorted_keys, type_name
+from mcpgw.registry.errors import TemplateError
 
 
 class State:

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from adapter.discovery import MCPServerAdapter
-from registry.state import StateChange, StateStore
-from remote.base import ConfigKey
-from remote.memory import MemorySource
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.registry.state import StateChange, StateStore
+from mcpgw.remote.base import ConfigKey
+from mcpgw.remote.memory import MemorySource
 
 
 @dataclass

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from adapter.discovery import MCPServerAdapter
-from registry.errors import InvocationError
-from registry.models import Instance, Route
-from registry.state import StateStore
-from remote.base import ServiceInstance, tools_spec_key
-from remote.memory import MemorySource
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.registry.errors import InvocationError
+from mcpgw.registry.models import Instance, Route
+from mcpgw.registry.state import StateStore
+from mcpgw.remote.base import ServiceInstance, tools_spec_key
+from mcpgw.remote.memory import MemorySource
 from tests.support.builders import instances, server_files, service_key
 
 P = "6d1f0c2b-3a4e-4b5c-8d7e-9f0a1b2c3d4e"

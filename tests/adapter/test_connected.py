@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from structlog.testing import capture_logs
 
-from adapter.registration import (
+from mcpgw.adapter.registration import (
     CONNECT_PATH,
     ConnectedInstance,
     ConnectRefused,
@@ -38,10 +38,10 @@ from adapter.registration import (
     connected,
     run_until_signal,
 )
-from gateway.app import Gateway
-from gateway.cli import main
-from gateway.demo_backend import create_demo_backend
-from gateway.settings import DEMO_TREE, Settings
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.cli import main
+from mcpgw.gateway.demo_backend import create_demo_backend
+from mcpgw.gateway.settings import DEMO_TREE, Settings
 from tests.gateway import listening_socket, serving, text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -327,7 +327,7 @@ async def test_run_until_signal_holds_a_gateway_connection_until_stopped(running
 async def test_cli_connects_until_sigterm_then_disconnects_and_exits_0(guarded: Running) -> None:
     port = guarded.backend_port
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "register", "--gateway", guarded.url, "--service", SERVICE,
+        sys.executable, "-m", "mcpgw", "register", "--gateway", guarded.url, "--service", SERVICE,
         "--port", str(port), "--weight", "2", "--metadata", "protocol=http",
         cwd=REPO, env={**os.environ, "MCPGW_CONNECT_TOKEN": TOKEN},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from registry.state import AGGREGATE
-from remote.base import server_spec_key, tools_spec_key, versions_key
+from mcpgw.registry.state import AGGREGATE
+from mcpgw.remote.base import server_spec_key, tools_spec_key, versions_key
 from tests.adapter.conftest import Harness
 from tests.support.builders import (
     instances,

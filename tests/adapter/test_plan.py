@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapter.discovery import plan_discovery
+from mcpgw.adapter.discovery import plan_discovery
 
 
 def test_new_servers_start_at_once() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from adapter.publish import Publisher
-from adapter.publish_documents import (
+from mcpgw.adapter.publish import Publisher
+from mcpgw.adapter.publish_documents import (
     InvalidDocuments,
     LoadedDocument,
     PublishError,
@@ -20,13 +20,13 @@ from adapter.publish_documents import (
     load_documents,
     parse_document,
 )
-from adapter.publish_targets import FilesTarget, nacos_target
-from converter.converter import ConfigConverter, ServerSnapshot, credential_refs
-from registry.errors import ConversionError, SourceAuthError
-from registry.models import ServerModels
-from remote.base import ConfigKey, ServiceInstance, server_spec_key, tools_spec_key, versions_key
-from remote.files import FilesSource
-from remote.nacos import NacosSource
+from mcpgw.adapter.publish_targets import FilesTarget, nacos_target
+from mcpgw.converter.converter import ConfigConverter, ServerSnapshot, credential_refs
+from mcpgw.registry.errors import ConversionError, SourceAuthError
+from mcpgw.registry.models import ServerModels
+from mcpgw.remote.base import ConfigKey, ServiceInstance, server_spec_key, tools_spec_key, versions_key
+from mcpgw.remote.files import FilesSource
+from mcpgw.remote.nacos import NacosSource
 from tests.support.nacos_double import NacosDouble
 from tests.support.nacos_target import NacosTarget, eventually
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from adapter.registration import (
+from mcpgw.adapter.registration import (
     InvalidRegistration,
     RegisteredInstance,
     SelfRegistration,
@@ -21,8 +21,8 @@ from adapter.registration import (
     registered,
     run_until_signal,
 )
-from gateway.cli import main
-from registry.errors import SourceAuthError, SourceUnavailable
+from mcpgw.gateway.cli import main
+from mcpgw.registry.errors import SourceAuthError, SourceUnavailable
 from tests.support.nacos_double import NacosDouble
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ async def test_sigint_deregisters_and_restores_the_previous_handler(double: Naco
 
 async def test_cli_registers_until_sigterm_then_deregisters_and_exits_0(double: NacosDouble) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "register", "--nacos", double.server_addr, "--service", SERVICE,
+        sys.executable, "-m", "mcpgw", "register", "--nacos", double.server_addr, "--service", SERVICE,
         "--group", GROUP, "--port", "9000", "--weight", "2", "--metadata", "protocol=https",
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from adapter.replay import replay
-from gateway.cli import main
+from mcpgw.adapter.replay import replay
+from mcpgw.gateway.cli import main
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "fixtures" / "nacos-configs" / "scenarios"
 ALL = sorted(p for p in SCENARIOS.iterdir() if (p / "scenario.yaml").exists())

@@ -15,10 +15,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from adapter.discovery import MCPServerAdapter
-from registry.state import StateStore
-from remote.base import server_spec_key, tools_spec_key, versions_key
-from remote.memory import MemorySource
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.registry.state import StateStore
+from mcpgw.remote.base import server_spec_key, tools_spec_key, versions_key
+from mcpgw.remote.memory import MemorySource
 from tests.support.builders import instances, rest_tool, server_doc, service_key, tools_doc, versions_doc
 
 SERVERS = [f"{i:08x}-1111-4222-8333-{i:012x}" for i in range(1, 4)]

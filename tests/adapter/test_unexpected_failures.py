@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from adapter.discovery import MCPServerAdapter
-from converter.converter import ConfigConverter, ServerSnapshot
-from registry.models import ServerModels
-from registry.state import StateStore
-from remote.memory import MemorySource
+from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.converter.converter import ConfigConverter, ServerSnapshot
+from mcpgw.registry.models import ServerModels
+from mcpgw.registry.state import StateStore
+from mcpgw.remote.memory import MemorySource
 from tests.gateway import state_until
 from tests.support.builders import rest_tool, server_files, tools_doc
 

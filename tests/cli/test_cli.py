@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.settings import DEMO_TREE
+from mcpgw.gateway.cli import main
+from mcpgw.gateway.settings import DEMO_TREE
 from tests.support.builders import rest_tool, tools_doc
 
 WEATHER = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapter.publish_documents import default_server_id
-from gateway.cli import main
-from remote.base import versions_key
+from mcpgw.adapter.publish_documents import default_server_id
+from mcpgw.gateway.cli import main
+from mcpgw.remote.base import versions_key
 from tests.support.nacos_double import NacosDouble
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "nacos-configs" / "publish-examples"

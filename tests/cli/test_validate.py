@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
-from gateway.settings import DEMO_TREE
+from mcpgw.gateway.cli import main
+from mcpgw.gateway.settings import DEMO_TREE
 
 WEATHER = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"
 GREET = "3c9e5b7a-1f2d-4a6b-8c0e-5d4f3a2b1c0d"
@@ -126,7 +126,7 @@ def test_validate_rejects_the_trees_the_gateway_rejects(
 def test_a_reader_that_goes_away_ends_validate_quietly_not_with_a_traceback(tree: Path) -> None:
     _edit_json(tree / WEATHER_TOOLS, lambda doc: doc.update(
         tools=[{"name": f"bad name {i}", "inputSchema": {"type": "object"}} for i in range(3000)]))
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "validate", str(tree)],
+    process = subprocess.Popen([sys.executable, "-m", "mcpgw", "validate", str(tree)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     assert process.stdout.readline()  # `| head -1`

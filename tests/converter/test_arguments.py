@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from converter.arguments import ArgumentValidator, InvalidArguments
-from registry.errors import ConversionError, InvocationError
+from mcpgw.converter.arguments import ArgumentValidator, InvalidArguments
+from mcpgw.registry.errors import ConversionError, InvocationError
 
 WEATHER = {
     "type": "object",

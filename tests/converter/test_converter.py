@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converter.converter import ConfigConverter, DisabledServer, ServerSnapshot, credential_refs
-from registry.errors import ConversionError
-from registry.models import ServerModels
-from remote.base import ConfigKey, ServiceInstance
+from mcpgw.converter.converter import ConfigConverter, DisabledServer, ServerSnapshot, credential_refs
+from mcpgw.registry.errors import ConversionError
+from mcpgw.registry.models import ServerModels
+from mcpgw.remote.base import ConfigKey, ServiceInstance
 from tests.support.builders import rest_tool, server_doc, tools_doc, versions_doc
 
 SID = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from converter.converter import ConfigConverter, ServerSnapshot, credential_refs
-from converter.credentials import MAX_CONTENT_BYTES, MAX_CONTENT_DEPTH
-from converter.template import parse
-from registry.errors import ConversionError, TemplateError
-from registry.models import ServerModels
-from remote.base import ConfigKey
+from mcpgw.converter.converter import ConfigConverter, ServerSnapshot, credential_refs
+from mcpgw.converter.credentials import MAX_CONTENT_BYTES, MAX_CONTENT_DEPTH
+from mcpgw.converter.template import parse
+from mcpgw.registry.errors import ConversionError, TemplateError
+from mcpgw.registry.models import ServerModels
+from mcpgw.remote.base import ConfigKey
 from tests.support.builders import rest_tool, server_doc, tools_doc, versions_doc
 
 SID = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from converter.rest import RestBinding, compile_rest_binding
-from registry.errors import ConversionError, InvocationError
+from mcpgw.converter.rest import RestBinding, compile_rest_binding
+from mcpgw.registry.errors import ConversionError, InvocationError
 
 BASE = "http://10.0.0.1:8080"
 FUZZ = settings(max_examples=400, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from converter.converter import ConfigConverter, ServerSnapshot, backend_scheme, parse_server_spec
-from registry.models import ServerModels
-from remote.base import ServiceInstance, server_spec_key, tools_spec_key, versions_key
+from mcpgw.converter.converter import ConfigConverter, ServerSnapshot, backend_scheme, parse_server_spec
+from mcpgw.registry.models import ServerModels
+from mcpgw.remote.base import ServiceInstance, server_spec_key, tools_spec_key, versions_key
 from tests.support.builders import server_doc
 
 TREE = Path(__file__).resolve().parents[2] / "fixtures" / "nacos-configs" / "written-by-nacos"

@@ -11,8 +11,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from converter.rest import RestBinding, RestRequest, compile_rest_binding
-from registry.errors import ConversionError, InvocationError
+from mcpgw.converter.rest import RestBinding, RestRequest, compile_rest_binding
+from mcpgw.registry.errors import ConversionError, InvocationError
 
 BASE = "http://10.0.0.1:8080"
 TOOL = "get_weather"

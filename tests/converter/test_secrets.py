@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converter.rest import RestBinding, compile_rest_binding
-from converter.secrets import REDACTED, secret_forms
+from mcpgw.converter.rest import RestBinding, compile_rest_binding
+from mcpgw.converter.secrets import REDACTED, secret_forms
 
 BASE = "http://10.0.0.1:8080"
 SECRET = "k3y/with+odd chars&é"

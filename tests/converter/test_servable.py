@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converter.converter import ConfigConverter, ServerSnapshot
-from gateway.catalog import to_mcp_tool
-from registry.errors import ConversionError
-from registry.models import ServerModels
-from remote.base import ServiceInstance
+from mcpgw.converter.converter import ConfigConverter, ServerSnapshot
+from mcpgw.gateway.catalog import to_mcp_tool
+from mcpgw.registry.errors import ConversionError
+from mcpgw.registry.models import ServerModels
+from mcpgw.remote.base import ServiceInstance
 from tests.support.builders import rest_tool, server_doc, versions_doc
 
 SID = "0f6a1d2e-5555-4a6b-8c0e-000000000005"
@@ -70,7 +70,7 @@ def test_a_tool_the_mcp_layer_cannot_list_is_a_conversion_error_at_its_json_path
 
 
 def test_a_proxied_backends_tool_list_is_checked_the_same_way() -> None:
-    from converter.converter import _backend_definitions
+    from mcpgw.converter.converter import _backend_definitions
 
     with pytest.raises(ConversionError) as caught:
         _backend_definitions([{"name": "ok", "inputSchema": {"type": "object"}},

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from converter.template import SUPPORTED_FUNCTIONS, GoTemplate, parse
-from registry.errors import TemplateError
+from mcpgw.converter.template import SUPPORTED_FUNCTIONS, GoTemplate, parse
+from mcpgw.registry.errors import TemplateError
 
 ITEMS = {"items": [{"name": "a", "n": 1}, {"name": "b", "n": 2}, {"name": "c", "n": 3}]}
 

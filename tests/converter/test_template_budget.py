@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from converter.template import RenderLimits, RenderOffload, parse, render_limits
-from registry.errors import TemplateError
+from mcpgw.converter.template import RenderLimits, RenderOffload, parse, render_limits
+from mcpgw.registry.errors import TemplateError
 
 
 def render(source: str, data: Any = None, limits: RenderLimits | None = None) -> str:

@@ -12,7 +12,7 @@ import uvicorn
 from mcp.client import IncomingMessage
 from starlette.types import ASGIApp
 
-from registry.state import StateStore
+from mcpgw.registry.state import StateStore
 
 
 def listening_socket(port: int = 0) -> socket.socket:

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.app import Gateway
-from gateway.settings import DEMO_TREE, Settings
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.settings import DEMO_TREE, Settings
 from tests.gateway import listening_socket, serving
 
 WEATHER = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"

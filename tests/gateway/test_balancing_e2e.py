@@ -30,12 +30,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.app import Gateway
-from gateway.settings import Settings, SettingsError, load_settings
-from registry.balancing import CallLimits, RetryBudget, RetryBudgetPolicy
-from registry.models import Cluster
-from remote.base import ServiceInstance
-from remote.memory import MemorySource
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.settings import Settings, SettingsError, load_settings
+from mcpgw.registry.balancing import CallLimits, RetryBudget, RetryBudgetPolicy
+from mcpgw.registry.models import Cluster
+from mcpgw.remote.base import ServiceInstance
+from mcpgw.remote.memory import MemorySource
 from tests.gateway import listening_socket, serving, text
 from tests.support.builders import rest_tool, server_files, service_key, tools_doc
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.circuit import CircuitBreakers, CircuitLimits, CircuitOpen
-from gateway.settings import BalancingSettings
-from registry.models import Cluster
+from mcpgw.gateway.circuit import CircuitBreakers, CircuitLimits, CircuitOpen
+from mcpgw.gateway.settings import BalancingSettings
+from mcpgw.registry.models import Cluster
 from tests.gateway.edge import edge_gateway, result_text
 
 

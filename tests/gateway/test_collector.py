@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.app import YOUNG_ROUNDS_PER_GEN1, pause_collector_until
+from mcpgw.gateway.app import YOUNG_ROUNDS_PER_GEN1, pause_collector_until
 
 
 @pytest.fixture(autouse=True)

@@ -22,9 +22,9 @@ import pytest
 from mcp.client import Client
 from structlog.testing import capture_logs
 
-from gateway.app import Gateway
-from gateway.demo_backend import create_demo_backend
-from gateway.settings import DEMO_TREE, Settings
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.demo_backend import create_demo_backend
+from mcpgw.gateway.settings import DEMO_TREE, Settings
 from tests.gateway import listening_socket, serving, state_until, text
 
 CONNECT = "/api/mcp/servers/connect"
@@ -243,10 +243,10 @@ async def test_source_instances_are_listed_next_to_connected_ones_and_cannot_be_
 def _guarded_api(token: str | None) -> Any:
     from starlette.applications import Starlette
 
-    from gateway.connect_api import ConnectApi
-    from registry.server_register import ServerRegister
-    from remote.memory import MemorySource
-    from remote.overlay import RegisteringSource
+    from mcpgw.gateway.connect_api import ConnectApi
+    from mcpgw.registry.server_register import ServerRegister
+    from mcpgw.remote.memory import MemorySource
+    from mcpgw.remote.overlay import RegisteringSource
 
     register = ServerRegister()
     api = ConnectApi(register, RegisteringSource(MemorySource(), register), token=token, settle_timeout=0.1)

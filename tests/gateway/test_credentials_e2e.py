@@ -23,13 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapter.publish import Publisher
-from adapter.publish_documents import load_documents
-from adapter.publish_targets import FilesTarget
-from converter.validate import validate_path
-from gateway.app import Gateway
-from gateway.settings import Settings
-from remote.base import ConfigKey, tools_spec_key
+from mcpgw.adapter.publish import Publisher
+from mcpgw.adapter.publish_documents import load_documents
+from mcpgw.adapter.publish_targets import FilesTarget
+from mcpgw.converter.validate import validate_path
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.settings import Settings
+from mcpgw.remote.base import ConfigKey, tools_spec_key
 from tests.gateway import listening_socket, serving, state_until, text
 from tests.support.builders import rest_tool, server_files, tools_doc
 

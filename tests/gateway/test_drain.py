@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.app import Gateway
+from mcpgw.gateway.app import Gateway
 from tests.gateway import listening_socket, serving
 from tests.gateway.edge import TOOLS, Backend, Wire, edge_gateway, result_text
 
@@ -86,7 +86,7 @@ async def test_mcpgw_serve_drains_on_sigterm_and_exits_0(tmp_path: Path) -> None
     env = {**os.environ, "MCPGW_DRAIN_TIMEOUT": "0.5", "MCPGW_LOG_FORMAT": "json"}
     async with serving(backend.app(), backend_sock):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "serve", "--files", str(tree), "--port", "0", "--no-demo-backend",
+            sys.executable, "-m", "mcpgw", "serve", "--files", str(tree), "--port", "0", "--no-demo-backend",
             cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         try:

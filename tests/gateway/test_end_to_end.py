@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.app import Gateway
-from gateway.demo_backend import create_demo_backend
-from gateway.settings import DEMO_TREE, Settings
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.demo_backend import create_demo_backend
+from mcpgw.gateway.settings import DEMO_TREE, Settings
 from tests.gateway import Inbox, listening_socket, serving, state_until, text
 
 WEATHER = "8f4a2c1e-6b3d-4e59-9a7f-2d1c0b9e7a55"

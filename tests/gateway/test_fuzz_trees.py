@@ -38,9 +38,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from converter.validate import validate_tree
-from gateway.cli import _table
-from remote.base import ConfigKey, ServiceKey
+from mcpgw.converter.validate import validate_tree
+from mcpgw.gateway.cli import _table
+from mcpgw.remote.base import ConfigKey, ServiceKey
 from tests.support.hostile import SERVERS, SERVICES, StageOnItsOwnLoop, config_path, file_of, service_path
 from tests.support.mcp_wire import McpWire
 

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.app import Gateway
-from gateway.cli import main
-from gateway.settings import Settings
-from remote.base import ServiceInstance
-from remote.memory import MemorySource
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.cli import main
+from mcpgw.gateway.settings import Settings
+from mcpgw.remote.base import ServiceInstance
+from mcpgw.remote.memory import MemorySource
 from tests.gateway import serving
 from tests.support.builders import server_files
 from tests.support.hostile import (

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from gateway.app import Gateway
-from gateway.http_protocol import HttpLimits, LimitedHttpToolsProtocol, limited_protocol
-from gateway.settings import HttpSettings, Settings
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.http_protocol import HttpLimits, LimitedHttpToolsProtocol, limited_protocol
+from mcpgw.gateway.settings import HttpSettings, Settings
 from tests.gateway import listening_socket
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n"

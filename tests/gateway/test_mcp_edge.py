@@ -12,7 +12,7 @@ import pytest
 from mcp.server.connection import Connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 
-from gateway.settings import load_settings
+from mcpgw.gateway.settings import load_settings
 from tests.gateway.edge import Edge, Wire, edge_gateway, result_text
 
 

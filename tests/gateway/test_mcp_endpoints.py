@@ -15,14 +15,14 @@ from mcp.client.subscriptions import ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from gateway.mcp_endpoints import (
+from mcpgw.gateway.mcp_endpoints import (
     InvalidArgumentsError,
     McpEndpoints,
     McpServeOptions,
     UnknownToolError,
     create_mcp_asgi,
 )
-from registry.errors import InvocationError
+from mcpgw.registry.errors import InvocationError
 from tests.gateway import serving
 
 INIT_PARAMS: dict[str, Any] = {

@@ -25,11 +25,11 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from starlette.applications import Starlette
 
-from gateway.app import Gateway
-from gateway.mcp_upstream import UpstreamTransport
-from gateway.settings import Settings
-from remote.base import ServiceInstance
-from remote.memory import MemorySource
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.mcp_upstream import UpstreamTransport
+from mcpgw.gateway.settings import Settings
+from mcpgw.remote.base import ServiceInstance
+from mcpgw.remote.memory import MemorySource
 from tests.gateway import Inbox, listening_socket, serving, state_until, text
 from tests.support.builders import instances, server_files, service_key
 

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.mcp_upstream import (
+from mcpgw.gateway.mcp_upstream import (
     McpUpstreamPool,
     UpstreamProtocolError,
     UpstreamTimeout,

@@ -40,8 +40,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.publish import Publisher
-from adapter.publish_documents import (
+from mcpgw.adapter.publish import Publisher
+from mcpgw.adapter.publish_documents import (
     LoadedDocument,
     PublishDocument,
     ServerDoc,
@@ -49,15 +49,15 @@ from adapter.publish_documents import (
     ToolDoc,
     render_tools_spec,
 )
-from adapter.publish_targets import nacos_target
-from adapter.registration import registered
-from gateway.app import Gateway
-from gateway.settings import REPO_ROOT, Settings
-from registry.errors import McpgwError
-from registry.models import sanitize_name
-from registry.state import GatewayState
-from remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
-from remote.nacos import NacosSource
+from mcpgw.adapter.publish_targets import nacos_target
+from mcpgw.adapter.registration import registered
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.settings import PACKAGE_ROOT, Settings
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.models import sanitize_name
+from mcpgw.registry.state import GatewayState
+from mcpgw.remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
+from mcpgw.remote.nacos import NacosSource
 from tests.gateway import Inbox, listening_socket, serving, state_until, text
 from tests.support.builders import server_files
 from tests.support.nacos_target import NacosTarget
@@ -594,10 +594,10 @@ async def test_wrong_credentials_stop_serve_at_start_up_with_one_clear_line(
     if nacos.double is not None:
         nacos.double.require_auth(username, "right-password")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve", "--nacos", nacos.server_addr,
+        sys.executable, "-m", "mcpgw", "serve", "--nacos", nacos.server_addr,
         "--username", username, "--password", "wrong-password", "--port", "0", "--no-demo-backend",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MCPGW_STATE_DIR": str(tmp_path / "state")},
+        env={**os.environ, "PYTHONPATH": str(PACKAGE_ROOT), "MCPGW_STATE_DIR": str(tmp_path / "state")},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

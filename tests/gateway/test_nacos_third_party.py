@@ -40,14 +40,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapter.publish_targets import MCP_ADMIN_PATH
-from gateway.app import Gateway
-from gateway.mcp_upstream import UpstreamTransport
-from gateway.settings import Settings
-from registry.errors import McpgwError
-from registry.state import GatewayState
-from remote.base import ServiceKey
-from remote.nacos import NacosSource
+from mcpgw.adapter.publish_targets import MCP_ADMIN_PATH
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.mcp_upstream import UpstreamTransport
+from mcpgw.gateway.settings import Settings
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.state import GatewayState
+from mcpgw.remote.base import ServiceKey
+from mcpgw.remote.nacos import NacosSource
 from tests.gateway import listening_socket, serving, text
 from tests.gateway.test_mcp_proxy_e2e import EXPORT_PATH, backend_on
 from tests.gateway.test_mcp_proxy_e2e import Backend as McpBackend

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from converter.template import RenderLimits, parse
-from gateway.rendering import Renderer, larger_than
-from registry.errors import TemplateError
+from mcpgw.converter.template import RenderLimits, parse
+from mcpgw.gateway.rendering import Renderer, larger_than
+from mcpgw.registry.errors import TemplateError
 from tests.gateway.edge import edge_gateway, result_text
 
 

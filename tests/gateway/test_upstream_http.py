@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.upstream_http import UpstreamHttp, UpstreamHttpError
+from mcpgw.gateway.upstream_http import UpstreamHttp, UpstreamHttpError
 from tests.gateway import listening_socket, serving
 
 seen: list[dict[str, str]] = []

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from remote.nacos_listing import ListingMode
+from mcpgw.remote.nacos_listing import ListingMode
 from tests.support.nacos_double import NacosDouble
 from tests.support.nacos_target import NacosTarget, session_real_nacos
 from tests.support.real_nacos import PASSWORD

@@ -22,14 +22,14 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from adapter.publish import Publisher
-from adapter.publish_targets import nacos_target
-from gateway.app import Gateway
-from gateway.settings import Settings
-from registry.errors import SourceNotFound
-from remote.base import ConfigKey, McpServerInfo, ServiceKey, versions_key
-from remote.nacos import NacosSource
-from remote.nacos_listing import CONFIG_SEARCH, CONFIG_SEARCH_V1, MAX_VERSIONS_BYTES, MCP_ADMIN, ListingApi
+from mcpgw.adapter.publish import Publisher
+from mcpgw.adapter.publish_targets import nacos_target
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.settings import Settings
+from mcpgw.registry.errors import SourceNotFound
+from mcpgw.remote.base import ConfigKey, McpServerInfo, ServiceKey, versions_key
+from mcpgw.remote.nacos import NacosSource
+from mcpgw.remote.nacos_listing import CONFIG_SEARCH, CONFIG_SEARCH_V1, MAX_VERSIONS_BYTES, MCP_ADMIN, ListingApi
 from tests.gateway import listening_socket, serving
 from tests.gateway.test_nacos_serve import Publishing, rest_tools
 from tests.listing.conftest import ListingTarget

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.errors import SourceError, SourceNotFound, SourceUnavailable
-from remote.base import ConfigKey
-from remote.nacos_listing import (
+from mcpgw.registry.errors import SourceError, SourceNotFound, SourceUnavailable
+from mcpgw.remote.base import ConfigKey
+from mcpgw.remote.nacos_listing import (
     CONFIG_DETAIL_PATH,
     CONFIG_SEARCH,
     CONFIG_SEARCH_V1,

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.app import Gateway
-from gateway.cli import main
-from gateway.settings import Settings
-from remote.base import ServiceKey, versions_key
-from remote.nacos import NacosSource
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.cli import main
+from mcpgw.gateway.settings import Settings
+from mcpgw.remote.base import ServiceKey, versions_key
+from mcpgw.remote.nacos import NacosSource
 from tests.gateway import listening_socket, serving, text
 from tests.gateway.test_nacos_serve import (
     BOUND,

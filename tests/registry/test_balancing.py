@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.balancing import (
+from mcpgw.registry.balancing import (
     STRATEGIES,
     BalancingConfigError,
     BalancingPolicy,
@@ -28,8 +28,8 @@ from registry.balancing import (
     instance_weight,
     make_balancer,
 )
-from registry.errors import McpgwError
-from registry.models import Instance
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.models import Instance
 
 
 class FakeClock:

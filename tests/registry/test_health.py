@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route as HttpRoute
 
-from gateway.upstream_http import HttpProbe, UpstreamHttp
-from registry.balancing import BalancingConfigError, BalancingPolicy, ClusterRuntime, OutlierPolicy
-from registry.health import HealthChecker, HealthCheckPolicy
-from registry.managers import ClusterManager
-from registry.models import Cluster, Instance, Route, ServerModels
-from registry.state import StateStore
+from mcpgw.gateway.upstream_http import HttpProbe, UpstreamHttp
+from mcpgw.registry.balancing import BalancingConfigError, BalancingPolicy, ClusterRuntime, OutlierPolicy
+from mcpgw.registry.health import HealthChecker, HealthCheckPolicy
+from mcpgw.registry.managers import ClusterManager
+from mcpgw.registry.models import Cluster, Instance, Route, ServerModels
+from mcpgw.registry.state import StateStore
 from tests.gateway import listening_socket, serving
 
 

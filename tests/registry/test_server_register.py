@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.balancing import BalancingPolicy
-from registry.errors import McpgwError
-from registry.models import Instance
-from registry.server_register import RegistrationError, ServerRegister
+from mcpgw.registry.balancing import BalancingPolicy
+from mcpgw.registry.errors import McpgwError
+from mcpgw.registry.models import Instance
+from mcpgw.registry.server_register import RegistrationError, ServerRegister
 
 
 def weather(register: ServerRegister, *ids: str) -> None:

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.errors import StateError
-from registry.models import Cluster, Instance, Route, ServerModels, Tool
-from registry.state import AGGREGATE, AggregateNaming, StateChange, StateStore
+from mcpgw.registry.errors import StateError
+from mcpgw.registry.models import Cluster, Instance, Route, ServerModels, Tool
+from mcpgw.registry.state import AGGREGATE, AggregateNaming, StateChange, StateStore
 
 
 def make_server(sid: str, name: str, tools: list[str], *, instances: int = 1, version: str = "1.0.0",

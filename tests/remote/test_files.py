@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from registry.errors import SourceError, SourceNotFound
-from remote.base import (
+from mcpgw.registry.errors import SourceError, SourceNotFound
+from mcpgw.remote.base import (
     ConfigKey,
     McpServerInfo,
     RemoteClient,
@@ -28,7 +28,7 @@ from remote.base import (
     server_spec_key,
     versions_key,
 )
-from remote.files import FilesSource, parse_instances
+from mcpgw.remote.files import FilesSource, parse_instances
 
 SPEC = server_spec_key("s1", "1.0.0")
 SENTINEL = ConfigKey("public", "DEFAULT_GROUP", "sentinel.json")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote.jsondoc import MAX_DEPTH, JsonDocumentError, check_value, load_json
+from mcpgw.remote.jsondoc import MAX_DEPTH, JsonDocumentError, check_value, load_json
 
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

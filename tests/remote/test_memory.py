@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from registry.errors import SourceUnavailable
-from remote.base import (
+from mcpgw.registry.errors import SourceUnavailable
+from mcpgw.remote.base import (
     ConfigKey,
     McpServerInfo,
     RemoteClient,
@@ -17,7 +17,7 @@ from remote.base import (
     server_spec_key,
     versions_key,
 )
-from remote.memory import MemorySource
+from mcpgw.remote.memory import MemorySource
 
 SPEC = server_spec_key("s1", "1.0.0")
 OTHER = ConfigKey("public", "DEFAULT_GROUP", "other.json")

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.errors import SourceAuthError, SourceUnavailable
-from remote.base import ConfigKey, ServiceInstance, ServiceKey, versions_key
-from remote.nacos import NacosSource
+from mcpgw.registry.errors import SourceAuthError, SourceUnavailable
+from mcpgw.remote.base import ConfigKey, ServiceInstance, ServiceKey, versions_key
+from mcpgw.remote.nacos import NacosSource
 from tests.support.nacos_double import NacosDouble
 from tests.support.nacos_target import NacosTarget, eventually
 

@@ -36,10 +36,10 @@ from typing import Any
 import pytest
 from pydantic.warnings import PydanticDeprecatedSince20
 
-from adapter.publish_targets import MCP_ADMIN_PATH
-from registry.errors import McpgwError
-from remote.base import ConfigKey, tools_spec_key, versions_key
-from remote.nacos import NacosSource
+from mcpgw.adapter.publish_targets import MCP_ADMIN_PATH
+from mcpgw.registry.errors import McpgwError
+from mcpgw.remote.base import ConfigKey, tools_spec_key, versions_key
+from mcpgw.remote.nacos import NacosSource
 from tests.gateway.test_nacos_serve import unique
 from tests.support.nacos_target import NacosTarget
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from remote.base import ConfigKey, ServiceInstance, ServiceKey, server_spec_key, tools_spec_key, versions_key
-from remote.nacos import NacosSource
+from mcpgw.remote.base import ConfigKey, ServiceInstance, ServiceKey, server_spec_key, tools_spec_key, versions_key
+from mcpgw.remote.nacos import NacosSource
 from tests.support.nacos_double import NacosDouble
 from tests.support.nacos_target import NacosTarget, eventually
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from remote.base import ServiceKey
-from remote.nacos import NacosSource
+from mcpgw.remote.base import ServiceKey
+from mcpgw.remote.nacos import NacosSource
 from tests.support.nacos_double import NacosDouble
 
 SERVICE = ServiceKey("public", "DEFAULT_GROUP", "weather")

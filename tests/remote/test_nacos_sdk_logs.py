@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from adapter.publish_targets import MCP_ADMIN_PATH
-from registry.errors import SourceError
-from remote.base import ServiceKey
-from remote.nacos import NacosSource, _RedactSdkSecrets
+from mcpgw.adapter.publish_targets import MCP_ADMIN_PATH
+from mcpgw.registry.errors import SourceError
+from mcpgw.remote.base import ServiceKey
+from mcpgw.remote.nacos import NacosSource, _RedactSdkSecrets
 from tests.gateway.test_nacos_serve import unique
 from tests.support.nacos_target import NacosTarget
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from registry.models import Instance
-from registry.server_register import ServerRegister
-from remote.base import ServiceInstance, ServiceKey
-from remote.memory import MemorySource
-from remote.overlay import RegisteringSource, register_name
+from mcpgw.registry.models import Instance
+from mcpgw.registry.server_register import ServerRegister
+from mcpgw.remote.base import ServiceInstance, ServiceKey
+from mcpgw.remote.memory import MemorySource
+from mcpgw.remote.overlay import RegisteringSource, register_name
 
 PLAIN = ServiceKey("public", "DEFAULT_GROUP", "weather-api")
 GROUPED = ServiceKey("public", "mcp-endpoints", "amap::1.0.0")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from remote.base import ConfigKey, ServiceInstance, ServiceKey, server_spec_key, tools_spec_key, versions_key
+from mcpgw.remote.base import ConfigKey, ServiceInstance, ServiceKey, server_spec_key, tools_spec_key, versions_key
 
 RELEASED = "2025-09-01T08:00:00Z"
 

@@ -34,9 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.app import Gateway
-from gateway.settings import Settings
-from remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
+from mcpgw.gateway.app import Gateway
+from mcpgw.gateway.settings import Settings
+from mcpgw.remote.base import ConfigKey, ServiceKey, server_spec_key, tools_spec_key, versions_key
 from tests.gateway import listening_socket, serving
 from tests.support.builders import rest_tool, server_files, tools_doc
 from tests.support.mcp_wire import McpWire
