@@ -36,6 +36,7 @@ from mcpgw.gateway.http_protocol import HttpLimits, limited_protocol
 from mcpgw.gateway.mcp_edge import SessionLimits
 from mcpgw.gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from mcpgw.gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
+from mcpgw.gateway.metrics import GatewayMetrics, state_families
 from mcpgw.gateway.rendering import Renderer
 from mcpgw.gateway.settings import Settings
 from mcpgw.gateway.upstream_http import HttpProbe, UpstreamHttp
@@ -44,7 +45,7 @@ from mcpgw.registry.health import HealthChecker
 from mcpgw.registry.managers import ClusterManager
 from mcpgw.registry.server_register import ServerRegister
 from mcpgw.registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
-from mcpgw.remote.base import RemoteClient, ReportsListing, source_problems
+from mcpgw.remote.base import RemoteClient, ReportsListing, source_links, source_problems
 from mcpgw.remote.overlay import RegisteringSource
 
 log = structlog.get_logger("mcpgw.gateway")
@@ -195,6 +196,11 @@ class _StateCollector:
                                      "Files, instances or listing entries the source could not use")
         problems.add_metric([], len(source_problems(self._gateway.cluster_source)))
         yield problems
+        gateway = self._gateway
+        sessions = {gateway.endpoints.path_of(key): gateway.endpoints.session_count(key)
+                    for key in gateway.endpoints.served_endpoints()}
+        ejections = {name: runtime.ejections_total for name, runtime in gateway.clusters.runtimes().items()}
+        yield from state_families(sessions, source_links(gateway.source), ejections)
 
 
 class Gateway:
@@ -213,6 +219,8 @@ class Gateway:
             backend_tools=McpBackendTools(self.mcp_pool, timeout=settings.upstream_timeout),
         )
         self.http = UpstreamHttp(max_body=settings.upstream_max_response_bytes)
+        self.metrics = CollectorRegistry()
+        self.observed = GatewayMetrics(self.metrics)
         self.catalog = GatewayCatalog(
             self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
             timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
@@ -220,6 +228,7 @@ class Gateway:
             circuits=CircuitBreakers(
                 lambda name: settings.balancing.circuit_for(self.store.current.clusters.get(name))
             ),
+            observer=self.observed,
         )
         self.health = HealthChecker(
             self.store, self.clusters, settings.balancing.health_check_for, HttpProbe(self.http)
@@ -233,8 +242,8 @@ class Gateway:
                                       token=settings.connect_token, default_ttl=settings.connect_ttl,
                                       max_body=settings.connect_max_body, max_depth=settings.connect_max_depth)
         self.draining = False
-        self.metrics = CollectorRegistry()
         self.metrics.register(_StateCollector(self))
+        self._unfollow = self.observed.follow(self.store)
         self.started_at = time.time()
 
     async def _freeze_after_first_sync(self) -> None:

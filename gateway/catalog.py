@@ -45,6 +45,7 @@ from mcpgw.gateway.mcp_upstream import (
     UpstreamTransport,
     UpstreamUnavailable,
 )
+from mcpgw.gateway.metrics import NO_OBSERVER, CallObserver, Outcome
 from mcpgw.gateway.rendering import INLINE_DATA, Renderer, larger_than
 from mcpgw.gateway.upstream_http import UpstreamHttp, UpstreamHttpError
 from mcpgw.registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
@@ -57,6 +58,9 @@ log = structlog.get_logger("mcpgw.call")
 
 MAX_ATTEMPTS = 3
 
+DIRECT = "-"
+"""The ``cluster`` label of requests to a URL the spec gives instead of a service."""
+
 
 class NoHealthyInstance(InvocationError):
     """The tool's cluster has no instance that can take the call."""
@@ -65,10 +69,12 @@ class NoHealthyInstance(InvocationError):
 class UpstreamError(InvocationError):
     """The backend could not be reached or did not answer in time."""
 
-    def __init__(self, message: str, *, connect_failed: bool = False) -> None:
+    def __init__(self, message: str, *, connect_failed: bool = False, timed_out: bool = False) -> None:
         super().__init__(message)
         self.connect_failed = connect_failed
         """The request never reached the backend, so retrying elsewhere is always safe."""
+        self.timed_out = timed_out
+        """The backend did not answer in time."""
 
 
 class _FailedAnswer(Exception):
@@ -130,8 +136,10 @@ class GatewayCatalog:
         timeouts: TimeoutPolicy | None = None,
         renderer: Renderer | None = None,
         circuits: CircuitBreakers | None = None,
+        observer: CallObserver = NO_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._clusters = clusters
         self._http = http
         self._mcp = mcp_pool
@@ -183,14 +191,26 @@ class GatewayCatalog:
         if server is None:
             raise UnknownToolError(f"tool {name!r} was just removed; call tools/list for the current tools")
         started = time.perf_counter()
+        outcome: Outcome = "error"
         try:
             if server.route.backend == "rest":
                 result = await self._call_rest(server, tool, arguments)
             else:
                 result = await self._call_mcp(server, tool, arguments, session_id)
+            outcome = "tool_error" if result.is_error else "ok"
         except InvalidArguments as exc:
+            outcome = "invalid_arguments"
             raise InvalidArgumentsError(f"invalid arguments for tool {name!r}: {exc}") from exc
-        log.debug("call.done", server=server.name, tool=tool.name, ms=round((time.perf_counter() - started) * 1e3, 2),
+        except NoHealthyInstance:
+            outcome = "no_instance"
+            raise
+        except UpstreamError as exc:
+            outcome = "timeout" if exc.timed_out else "upstream_error"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self._observer.tool_call(server.name, tool.name, outcome, elapsed)
+        log.debug("call.done", server=server.name, tool=tool.name, ms=round(elapsed * 1e3, 2),
                   is_error=bool(result.is_error))
         return result
 
@@ -244,6 +264,7 @@ class GatewayCatalog:
                     log.debug("call.retry_refused", server=server.name, tool=tool.name, cluster=runtime.name)
                     refusal = f"; not retried: the retry budget of cluster {runtime.name} is spent"
                     break
+                self._observer.retry(runtime.name)
             instance = None
             if tool.cluster is not None:
                 try:
@@ -275,7 +296,8 @@ class GatewayCatalog:
         if isinstance(failure, _FailedAnswer):
             return failure.result
         if refusal:
-            raise UpstreamError(str(failure) + refusal, connect_failed=failure.connect_failed) from failure
+            raise UpstreamError(str(failure) + refusal, connect_failed=failure.connect_failed,
+                                timed_out=failure.timed_out) from failure
         raise failure
 
     async def _call_rest(
@@ -325,12 +347,16 @@ class GatewayCatalog:
         ok = False
         timed_out = False
         abandoned = True  # until the backend answered or failed: a cancelled call says nothing about it
+        code, failure = "error", None
         try:
             status, headers, body = await self._http.request(
                 request.method, request.url, headers=request.headers, body=request.body, timeout=budget
             )
             ok = status < 500
             abandoned = False
+            code = str(status)
+            if not ok:
+                failure = f"backend {where} answered HTTP {status} to tool {tool.name}"
         except UpstreamHttpError as exc:
             timed_out = exc.timed_out
             abandoned = exc.not_sent
@@ -338,14 +364,19 @@ class GatewayCatalog:
                 raise InvocationError(f"tool {tool.name}: {exc}; check the arguments") from exc
             if exc.too_large:
                 message = f"tool {tool.name}: backend {where} answered too much: {exc}"
+                code = "too_large"
             elif exc.timed_out:
                 message = f"tool {tool.name}: backend {where} did not answer within {shown:g} s"
+                code = "timeout"
             else:
                 message = f"tool {tool.name}: cannot reach backend {where}: {exc}"
-            raise UpstreamError(message, connect_failed=exc.connect_failed) from exc
+            failure = message
+            raise UpstreamError(message, connect_failed=exc.connect_failed, timed_out=exc.timed_out) from exc
         finally:
+            latency = time.perf_counter() - started
+            if not abandoned or code != "error":
+                self._observer.upstream(tool.cluster or DIRECT, code, latency, failure)
             if runtime is not None and instance is not None:
-                latency = time.perf_counter() - started
                 if abandoned:
                     runtime.record_abandoned(instance.id, latency=latency)
                 else:
@@ -368,6 +399,7 @@ class GatewayCatalog:
             ok = False
             timed_out = False
             abandoned = False
+            code, failure = "error", None
             try:
                 # The pool bounds the call too; this bound holds even while it opens a session.
                 async with asyncio.timeout(budget):
@@ -375,25 +407,33 @@ class GatewayCatalog:
                         instance.base_url, server.route.export_path, transport, tool.name, arguments, timeout=budget
                     )
                 ok = True
+                code = "ok"
                 return result
             except asyncio.CancelledError:
                 abandoned = True  # the gateway gave the call up (a drain): the backend did nothing wrong
                 raise
             except (TimeoutError, UpstreamTimeout) as exc:
                 timed_out = True
+                code = "timeout"
+                failure = f"the MCP server {instance.id} did not answer tool {tool.name} within {shown:g} s"
                 raise UpstreamError(
                     f"tool {tool.name}: the MCP server {instance.id} did not answer within {shown:g} s; it may be "
-                    "overloaded or stuck. Retry later, or raise the tool's timeout in the gateway settings."
+                    "overloaded or stuck. Retry later, or raise the tool's timeout in the gateway settings.",
+                    timed_out=True,
                 ) from exc
             except UpstreamUnavailable as exc:
+                failure = f"tool {tool.name}: {exc}"
                 raise UpstreamError(f"tool {tool.name}: {exc}") from exc
             except UpstreamProtocolError:
                 # The server answered: a protocol-level refusal says nothing about its health.
                 ok = True
+                code = "protocol_error"
                 raise
             finally:
+                latency = time.perf_counter() - started
+                if not abandoned:
+                    self._observer.upstream(tool.cluster or DIRECT, code, latency, failure)
                 if runtime is not None:
-                    latency = time.perf_counter() - started
                     if abandoned:
                         runtime.record_abandoned(instance.id, latency=latency)
                     else:

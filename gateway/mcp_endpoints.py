@@ -308,6 +308,10 @@ class McpEndpoints:
     def path_of(self, endpoint: str) -> str:
         return self._prefix if endpoint == AGGREGATE_ENDPOINT else f"{self._prefix}/{endpoint}"
 
+    def served_endpoints(self) -> list[str]:
+        """The endpoints a client has opened since the start ("" = the aggregate)."""
+        return list(self._endpoints)
+
     def session_count(self, endpoint: str) -> int:
         """Initialized handshake-era sessions currently open on ``endpoint``."""
         served = self._endpoints.get(endpoint)

@@ -851,6 +851,8 @@ class ClusterRuntime:
         self._clock = clock
         self._balancer = make_balancer(self.strategy, rng=rng, clock=clock)
         self.retry_budget = RetryBudget(policy.retry_budget, clock=clock)
+        self.ejections_total = 0
+        """Ejections since the cluster appeared (a counter: instances that leave keep their share)."""
         self.health_check: Mapping[str, Any] | None = None
         """The active health check's settings while one runs for this cluster (shown in ``stats``)."""
         self._lock = threading.Lock()
@@ -970,6 +972,7 @@ class ClusterRuntime:
         )
         stats.ejected_until = now + duration
         stats.ejections += 1
+        self.ejections_total += 1
         stats.consecutive_failures = 0
         log.warning("cluster.instance_ejected", cluster=self.name, instance=instance_id, seconds=duration)
         self._recompute()

@@ -222,6 +222,20 @@ class ReportsProblems(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsConnection(Protocol):
+    """A source that can say whether it is reachable now (``mcpgw_source_connected``)."""
+
+    def connected(self) -> Mapping[str, bool]:
+        """Each link the source keeps (``nacos/config``, ``nacos/naming``, ``files``) → up now."""
+        ...
+
+
+def source_links(source: object) -> dict[str, bool]:
+    """``source.connected()`` for a source that reports it, else nothing."""
+    return dict(source.connected()) if isinstance(source, ReportsConnection) else {}
+
+
 def source_problems(source: object) -> dict[str, str]:
     """``source.problems()`` for a source that reports them, else nothing."""
     return dict(source.problems()) if isinstance(source, ReportsProblems) else {}

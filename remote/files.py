@@ -234,6 +234,10 @@ class FilesSource:
     def root(self) -> Path:
         return self._root
 
+    def connected(self) -> dict[str, bool]:
+        """A local tree is always reachable; a missing root is a problem, reported by ``problems()``."""
+        return {"files": True}
+
     def problems(self) -> dict[str, str]:
         """Files that cannot be used right now (path relative to ROOT → why); their previous content stays."""
         return dict(self._problems)

@@ -291,6 +291,23 @@ class _ReconnectListener:
         return None
 
 
+def _config_rpcs(clients: _NamespaceClients) -> list[Any]:
+    if clients.config is None:
+        return []
+    return list(clients.config.grpc_client_proxy.rpc_client_manager.get_all_client_entries().values())
+
+
+def _naming_rpcs(clients: _NamespaceClients) -> list[Any]:
+    return [clients.naming.grpc_client_proxy.rpc_client] if clients.naming is not None else []
+
+
+def _rpc_running(rpc: Any) -> bool:
+    try:
+        return bool(rpc.is_running())
+    except Exception:  # an SDK client being torn down: not connected
+        return False
+
+
 @dataclass(eq=False)
 class _NamespaceClients:
     namespace: str
@@ -552,12 +569,11 @@ class NacosSource:
 
     async def _attach_reconnect_listeners(self, clients: _NamespaceClients) -> None:
         namespace = clients.namespace
-        config_rpcs = clients.config.grpc_client_proxy.rpc_client_manager.get_all_client_entries().values()
-        for rpc in list(config_rpcs):
+        for rpc in _config_rpcs(clients):
             await rpc.register_connection_listener(
                 _ReconnectListener(rpc, lambda: self._events.put_nowait(_Reconnected(namespace, "config")))
             )
-        naming_rpc = clients.naming.grpc_client_proxy.rpc_client
+        naming_rpc = _naming_rpcs(clients)[0]
         await naming_rpc.register_connection_listener(
             _ReconnectListener(naming_rpc, lambda: self._events.put_nowait(_Reconnected(namespace, "naming")))
         )
@@ -681,6 +697,15 @@ class NacosSource:
         else:
             self._problems.pop(where, None)
         return instances
+
+    def connected(self) -> dict[str, bool]:
+        """Whether every SDK gRPC client (config, naming; of every namespace in use) is connected now."""
+        links: dict[str, bool] = {}
+        for clients in self._clients.values():
+            for module, rpcs in (("config", _config_rpcs(clients)), ("naming", _naming_rpcs(clients))):
+                up = all(_rpc_running(rpc) for rpc in rpcs) if rpcs else False
+                links[f"nacos/{module}"] = links.get(f"nacos/{module}", True) and up
+        return links or {"nacos/config": False, "nacos/naming": False}
 
     def problems(self) -> dict[str, str]:
         """What Nacos sent that cannot be used (where → why): dropped instances and listing entries, and
