@@ -6,6 +6,7 @@ gives the Starlette app uvicorn serves:
 - ``/mcp`` and ``/mcp/{server}``: MCP Streamable HTTP (gateway.mcp_endpoints)
 - ``/healthz``: the process is up; ``/readyz``: 200 once the first full sync is applied
 - ``/admin/state``: the state as JSON (no secrets); ``/metrics``: Prometheus
+- ``/ui``: the read-only console (gateway.console), drawn from ``/admin/state`` and ``/admin/changes``
 - ``/api/mcp/servers``: servers that register themselves (gateway.connect_api)
 """
 
@@ -32,6 +33,7 @@ from mcpgw.adapter.discovery import MCPServerAdapter
 from mcpgw.gateway.catalog import GatewayCatalog
 from mcpgw.gateway.circuit import CircuitBreakers
 from mcpgw.gateway.connect_api import ConnectApi
+from mcpgw.gateway.console import Console, RecentChanges
 from mcpgw.gateway.http_protocol import HttpLimits, limited_protocol
 from mcpgw.gateway.mcp_edge import SessionLimits
 from mcpgw.gateway.mcp_endpoints import McpEndpoints, McpServeOptions
@@ -244,6 +246,9 @@ class Gateway:
         self.draining = False
         self.metrics.register(_StateCollector(self))
         self._unfollow = self.observed.follow(self.store)
+        self.changes = RecentChanges(self.store)
+        self._unfollow_changes = self.changes.follow()
+        self.console = Console(self.changes)
         self.started_at = time.time()
 
     async def _freeze_after_first_sync(self) -> None:
@@ -320,6 +325,7 @@ class Gateway:
             Route("/readyz", self.readyz),
             Route("/admin/state", self.admin_state),
             Route("/metrics", self.metrics_endpoint),
+            *self.console.routes(),
             *self.connect_api.routes(),
             *self.endpoints.routes(),
         ]
