@@ -6,6 +6,7 @@ gives the Starlette app uvicorn serves:
 - ``/mcp`` and ``/mcp/{server}``: MCP Streamable HTTP (gateway.mcp_endpoints)
 - ``/healthz``: the process is up; ``/readyz``: 200 once the first full sync is applied
 - ``/admin/state``: the state as JSON (no secrets); ``/metrics``: Prometheus
+- ``/sse`` and ``/sse/{server}``: the legacy HTTP+SSE transport (gateway.legacy_sse), same tools
 - ``/ui``: the read-only console (gateway.console), drawn from ``/admin/state`` and ``/admin/changes``
 - ``/api/mcp/servers``: servers that register themselves (gateway.connect_api)
 """
@@ -35,6 +36,7 @@ from mcpgw.gateway.circuit import CircuitBreakers
 from mcpgw.gateway.connect_api import ConnectApi
 from mcpgw.gateway.console import Console, RecentChanges
 from mcpgw.gateway.http_protocol import HttpLimits, limited_protocol
+from mcpgw.gateway.legacy_sse import LegacySse
 from mcpgw.gateway.mcp_edge import SessionLimits
 from mcpgw.gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from mcpgw.gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
@@ -240,6 +242,7 @@ class Gateway:
             session_idle_timeout=settings.sessions.idle_timeout,
             sessions=SessionLimits(settings.sessions.max_total, settings.sessions.max_per_client),
         ))
+        self.legacy_sse = LegacySse(self.endpoints)
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
                                       token=settings.connect_token, default_ttl=settings.connect_ttl,
                                       max_body=settings.connect_max_body, max_depth=settings.connect_max_depth)
@@ -326,6 +329,7 @@ class Gateway:
             Route("/admin/state", self.admin_state),
             Route("/metrics", self.metrics_endpoint),
             *self.console.routes(),
+            *self.legacy_sse.routes(),
             *self.connect_api.routes(),
             *self.endpoints.routes(),
         ]

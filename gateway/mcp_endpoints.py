@@ -166,6 +166,7 @@ class _Endpoint:
     """One served endpoint: its SDK server, session manager and live sessions."""
 
     name: str
+    server: _EndpointServer
     manager: _SessionManager
     bus: InMemorySubscriptionBus
     listen: ListenHandler
@@ -211,7 +212,8 @@ def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
 def _session_id_of(ctx: ServerRequestContext[Any, Any]) -> str | None:
     request = ctx.request
     if isinstance(request, Request):
-        return request.headers.get(MCP_SESSION_ID_HEADER)
+        # Streamable HTTP names the session in a header; the legacy SSE transport in the query.
+        return request.headers.get(MCP_SESSION_ID_HEADER) or request.query_params.get("session_id")
     return None
 
 
@@ -304,6 +306,18 @@ class McpEndpoints:
         call; lifespan and every other path still go through ``app``.
         """
         return _Front(self, app)
+
+    @property
+    def security(self) -> TransportSecuritySettings | None:
+        return self._options.security
+
+    def has_endpoint(self, endpoint: str) -> bool:
+        return self._catalog.has_endpoint(endpoint)
+
+    async def ready_endpoint(self, name: str) -> tuple[Server[dict[str, Any]], asyncio.Event] | None:
+        """The running low-level server of endpoint ``name`` and the event set when it stops (for other transports)."""
+        served = await self._ready_endpoint(name)
+        return None if served is None else (served.server, served.stop)
 
     def path_of(self, endpoint: str) -> str:
         return self._prefix if endpoint == AGGREGATE_ENDPOINT else f"{self._prefix}/{endpoint}"
@@ -577,7 +591,7 @@ class McpEndpoints:
             max_sessions=None,  # bounded over all endpoints and per client by the session table
             on_discard=self.sessions.closed,
         )
-        served = _Endpoint(name=name, manager=manager, bus=bus, listen=listen)
+        served = _Endpoint(name=name, server=server, manager=manager, bus=bus, listen=listen)
 
         async def track_session(ctx: ServerRequestContext[dict[str, Any]], params: types.NotificationParams) -> None:
             connection = _connection_of(ctx)
