@@ -145,6 +145,7 @@ class MCPServerAdapter:
                 raise
             self.listing_problem = None
             plan = plan_discovery([s.id for s in listing], self._listeners.keys(), self._absent)
+            names = {s.id: s.name for s in listing}
             if plan.suspicious_empty_listing:
                 log.warning("discovery.empty_listing", running=len(self._listeners),
                             stopping_if_versions_file_gone=len(plan.stop))
@@ -157,7 +158,7 @@ class MCPServerAdapter:
                 listener = self._listeners.pop(server_id)
                 await listener.stop()
                 self._store.remove(server_id)
-                log.info("discovery.server_removed", server_id=server_id)
+                log.info("discovery.server_removed", server=listener.name or None, server_id=server_id)
             for server_id in sorted(plan.start):
                 listener = ConfigListener(
                     server_id,
@@ -169,7 +170,7 @@ class MCPServerAdapter:
                 )
                 self._listeners[server_id] = listener
                 listener.start()
-                log.info("discovery.server_added", server_id=server_id)
+                log.info("discovery.server_added", server=names.get(server_id) or None, server_id=server_id)
             self._absent = frozenset(absent)
             self.passes += 1
 

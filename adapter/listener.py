@@ -131,6 +131,11 @@ class ConfigListener:
         self._crash_retry: asyncio.TimerHandle | None = None
         self.backend_fetches = 0
 
+    @property
+    def name(self) -> str:
+        """The server's name from its versions file ("" until it was read): what logs show beside the id."""
+        return self._name
+
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
@@ -205,7 +210,8 @@ class ConfigListener:
             except asyncio.CancelledError:
                 raise
             except SourceError as exc:
-                log.warning("listener.source_error", server_id=self.server_id, error=str(exc), retry_in=delay)
+                log.warning("listener.source_error", server=self.name or None, server_id=self.server_id,
+                            error=str(exc), retry_in=delay)
                 self._store.record_problem(
                     self.server_id, name=self._name, phase="pending", version=None,
                     message=f"cannot read from the source, retrying: {exc}",
@@ -216,7 +222,8 @@ class ConfigListener:
             except Exception as exc:
                 # A gateway bug, not a source outage: say so on the status, retry on a timer and go idle
                 # meanwhile, so readiness and discovery never wait on this one server.
-                log.exception("listener.reconcile_failed", server_id=self.server_id, retry_in=delay)
+                log.exception("listener.reconcile_failed", server=self.name or None, server_id=self.server_id,
+                              retry_in=delay)
                 self._crashed(exc, delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             if not self._dirty.is_set():
@@ -450,10 +457,12 @@ class ConfigListener:
         self._retry = asyncio.get_running_loop().call_later(delay, self._retry_now)
         if isinstance(exc, McpgwError):
             reason = str(exc)
-            log.warning("listener.backend_tools_failed", server_id=self.server_id, error=reason, retry_in=delay)
+            log.warning("listener.backend_tools_failed", server=self.name or None, server_id=self.server_id,
+                        error=reason, retry_in=delay)
         else:
             reason = f"unexpected {type(exc).__name__}"
-            log.error("listener.backend_tools_failed", server_id=self.server_id, retry_in=delay, exc_info=exc)
+            log.error("listener.backend_tools_failed", server=self.name or None, server_id=self.server_id,
+                      retry_in=delay, exc_info=exc)
         kept = "keeping the tools listed before, " if self._listing is not None else ""
         message = f"cannot list the backend's tools ({kept}retrying): {reason}"
         return _Problem("error", message, {
@@ -485,7 +494,8 @@ class ConfigListener:
 
     def _problem(self, exc: ConversionError, *, version: str | None) -> None:
         self._follow_instances_with_last_good()
-        log.warning("listener.rejected", server_id=self.server_id, version=version, error=exc.describe())
+        log.warning("listener.rejected", server=self.name or None, server_id=self.server_id,
+                    version=version, error=exc.describe())
         self._store.record_problem(
             self.server_id, name=self._name, phase="error", version=version or exc.version or None,
             message=exc.describe(), error=exc.location(),

@@ -39,22 +39,34 @@ EXIT_BROKEN_PIPE = 141
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    """structlog for our events and, through its ``ProcessorFormatter``, for every stdlib logger too
+    (uvicorn, the Nacos SDK, the MCP SDK), all on stdout: with ``json`` each line is one JSON object, at every level."""
     numeric = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=numeric, format="%(message)s", stream=sys.stderr)
-    # Third-party request logs carry URLs with query strings (credentials may ride there) and are noisy.
-    for noisy in ("httpx", "httpx2", "httpcore", "mcp", "watchfiles", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    # Third-party request logs carry URLs with query strings (credentials may ride there) and are noisy.
+    for noisy in ("httpx", "httpx2", "httpcore", "mcp", "watchfiles", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        logger_factory=structlog.PrintLoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # Not cached: a cached module-level logger would keep whichever configuration it first met
         # (tests capture logs after the CLI configured them); an uncached call costs ~1 µs.
@@ -115,9 +127,10 @@ async def _serve(settings: Any) -> None:
     if settings.start_demo_backend:
         _check_port_free("127.0.0.1", 18081)
         servers.append(_Server(uvicorn.Config(create_demo_backend(), host="127.0.0.1", port=18081,
-                                              log_level="warning", lifespan="off")))
+                                              log_level="warning", lifespan="off", log_config=None)))
+    # log_config=None: uvicorn's loggers go through configure_logging's handler (JSON stays JSON).
     config = gateway.uvicorn_config(host=settings.host, port=settings.port, log_level="warning",
-                                    timeout_graceful_shutdown=5)
+                                    timeout_graceful_shutdown=5, log_config=None)
     main = _Server(config)
     servers.append(main)
     log = structlog.get_logger("mcpgw")
@@ -127,8 +140,14 @@ async def _serve(settings: Any) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stopping.set()
+
     for sig in signals:
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     stop = asyncio.create_task(stopping.wait())
     try:
@@ -136,6 +155,8 @@ async def _serve(settings: Any) -> None:
         done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
         announced.cancel()
         if stop in done:
+            log.info("gateway.stopping", signal=received[-1] if received else None,
+                     drain_timeout_s=settings.drain_timeout, hint="a second signal stops at once")
             stopping.clear()
             draining = asyncio.create_task(gateway.drain())
             # A second signal cuts the drain short.
@@ -165,7 +186,7 @@ async def _announce_listening(server: _Server, log: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mcpgw.gateway.settings import load_settings
+    from mcpgw.gateway.settings import load_settings, unknown_environment
 
     settings = load_settings(
         args.config,
@@ -176,6 +197,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         },
     )
     configure_logging(settings.log_level, settings.log_format)
+    for variable in unknown_environment():
+        structlog.get_logger("mcpgw").warning("settings.unknown_variable", variable=variable,
+                    hint="not a setting of this mcpgw: ignored (see `mcpgw settings`)")
     _check_port_free(settings.host, settings.port)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings))
@@ -430,6 +454,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from mcpgw.gateway.settings import settings_table
+
+    print(settings_table(), end="")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcpgw", description="An MCP gateway driven by Nacos MCP-registry configs.")
     parser.add_argument("--version", action="version", version=f"mcpgw {mcpgw.__version__}")
@@ -451,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a files tree or one Nacos MCP file")
     validate.add_argument("path", type=Path)
     validate.set_defaults(func=cmd_validate)
+
+    settings = sub.add_parser("settings", help="list every setting: file key, environment variable, flag, default")
+    settings.set_defaults(func=cmd_settings)
 
     replay = sub.add_parser("replay", help="replay a scenario against the real adapter and compare golden states")
     replay.add_argument("scenario", type=Path)

@@ -489,8 +489,9 @@ def test_the_documented_settings_load_and_resolve_per_service_and_per_tool(tmp_p
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
-        ("balancing: {strategy: fastest}", "invalid setting balancing.strategy: Value error, unknown load-balancing"),
-        ("balancing: {services: {x: {timeout: 0}}}", "invalid setting balancing.services.x.timeout"),
+        ("balancing: {strategy: fastest}", "key balancing.strategy: unknown load-balancing"),
+        ("balancing: {services: {x: {timeout: 0}}}",
+         "key balancing.services.x.timeout: input should be greater than 0"),
         ("balancing: {tools: {get: {timeout: 1}}}", "tool key 'get' must be 'server/tool'"),
         ("balancing: {retry_budget: {window_s: 0}}", "window_s must be positive"),
         ("balancing: {services: {x: {health_check: {path: nope}}}}", "path must start with '/'"),

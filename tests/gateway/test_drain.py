@@ -69,7 +69,7 @@ async def test_a_call_still_running_after_the_drain_time_gets_an_error_and_its_b
         assert stats["failures"] == 0 and stats["in_flight"] == 0 and stats["consecutive_failures"] == 0
 
 
-async def test_mcpgw_serve_drains_on_sigterm_and_exits_0(tmp_path: Path) -> None:
+async def test_mcpgw_serve_drains_on_sigterm_and_exits_0_logging_json_lines_only(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     shutil.copytree(REPO / "fixtures/nacos-configs/demo", tree)
     from tests.gateway.edge import EDGE_TOOLS
@@ -83,7 +83,8 @@ async def test_mcpgw_serve_drains_on_sigterm_and_exits_0(tmp_path: Path) -> None
     backend_sock = listening_socket()
     (tree / "naming/public/DEFAULT_GROUP/weather-api.json").write_text(json.dumps(
         [{"ip": "127.0.0.1", "port": backend_sock.getsockname()[1], "weight": 1, "healthy": True, "enabled": True}]))
-    env = {**os.environ, "MCPGW_DRAIN_TIMEOUT": "0.5", "MCPGW_LOG_FORMAT": "json"}
+    env = {**os.environ, "MCPGW_DRAIN_TIMEOUT": "0.5", "MCPGW_LOG_FORMAT": "json", "MCPGW_LOG_LEVEL": "debug"}
+    lines: list[str] = []
     async with serving(backend.app(), backend_sock):
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mcpgw", "serve", "--files", str(tree), "--port", "0", "--no-demo-backend",
@@ -96,6 +97,7 @@ async def test_mcpgw_serve_drains_on_sigterm_and_exits_0(tmp_path: Path) -> None
                 while not url:
                     line = (await process.stdout.readline()).decode()
                     assert line, "mcpgw serve ended before it listened"
+                    lines.append(line)
                     found = re.search(r'"url": "(http://[^"]+)"', line)
                     if found and "gateway.listening" in line:
                         url = found.group(1)
@@ -108,6 +110,7 @@ async def test_mcpgw_serve_drains_on_sigterm_and_exits_0(tmp_path: Path) -> None
                     assert "shutting down" in result_text(answered)
                     with contextlib.suppress(httpx.TransportError):  # the listener may be closed already
                         assert (await http.get(url.removesuffix("/mcp") + "/readyz")).status_code == 503
+                lines.extend((await process.stdout.read()).decode().splitlines())
                 code = await process.wait()
         finally:
             if process.returncode is None:
@@ -115,3 +118,12 @@ async def test_mcpgw_serve_drains_on_sigterm_and_exits_0(tmp_path: Path) -> None
                 await process.wait()
             backend.release.set()
     assert code == 0
+    # Every line is JSON at debug level too (uvicorn's, the SDKs' and ours), servers are named, and the
+    # shutdown says why it began and that it ended.
+    events = [json.loads(line) for line in lines if line.strip()]
+    names = [event["event"] for event in events]
+    assert {"gateway.stopping", "gateway.stopped", "mcp.drain.started"} <= set(names)
+    stopping = next(event for event in events if event["event"] == "gateway.stopping")
+    assert stopping["signal"] == "SIGTERM" and stopping["level"] == "info"
+    added = {event.get("server") for event in events if event["event"] == "discovery.server_added"}
+    assert added == {"weather", "gateway-info"}
