@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -421,11 +421,7 @@ def check_release(
         credentials=credentials or {},
         credentials_unread=credentials is None,
     )
-    try:
-        ConfigConverter().convert(snapshot)
-    except ConversionError as exc:
-        return [exc]
-    return []
+    return ConfigConverter().check(snapshot)
 
 
 def check_document_release(loaded: LoadedDocument, *, namespace: str) -> list[ConversionError]:
@@ -472,26 +468,41 @@ def _parse_file(file: Path) -> Any:
 
 
 def parse_document(file: Path) -> LoadedDocument:
-    """Read and check the shape of one publish document; ``ConversionError`` names file, tool and path."""
-    raw = _parse_file(file)
+    """Read and check the shape of one publish document; ``ConversionError`` names file, tool and path.
+
+    Only the first problem is raised; ``read_document`` gives them all.
+    """
+    document, problems = read_document(file)
+    if document is None:
+        raise problems[0]
+    return document
+
+
+def read_document(file: Path) -> tuple[LoadedDocument | None, list[ConversionError]]:
+    """One publish document read and its shape checked: the document, or every problem of its shape."""
+    try:
+        raw = _parse_file(file)
+    except ConversionError as exc:
+        return None, [exc]
     if not isinstance(raw, dict):
-        raise ConversionError(
+        return None, [ConversionError(
             "a publish document is a mapping with `server` and `tools`; see fixtures/nacos-configs/publish-examples",
             file=str(file),
-        )
+        )]
     try:
-        return LoadedDocument(file, PublishDocument.model_validate(raw))
+        return LoadedDocument(file, PublishDocument.model_validate(raw)), []
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = list(first["loc"])
-        tool = ""
-        if len(loc) >= 2 and loc[0] == "tools" and isinstance(loc[1], int):
-            tools = raw.get("tools")
-            if isinstance(tools, list) and loc[1] < len(tools) and isinstance(tools[loc[1]], dict):
-                tool = str(tools[loc[1]].get("name", ""))
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        reason = str(first["msg"]).removeprefix("Value error, ")
-        raise ConversionError(f"{reason}{more}", file=str(file), path=_pydantic_path(loc), tool=tool) from exc
+        problems = []
+        for error in exc.errors():
+            loc = list(error["loc"])
+            tool = ""
+            if len(loc) >= 2 and loc[0] == "tools" and isinstance(loc[1], int):
+                tools = raw.get("tools")
+                if isinstance(tools, list) and loc[1] < len(tools) and isinstance(tools[loc[1]], dict):
+                    tool = str(tools[loc[1]].get("name", ""))
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(ConversionError(reason, file=str(file), path=_pydantic_path(loc), tool=tool))
+        return None, problems
 
 
 def document_files(path: Path) -> list[Path]:
@@ -503,23 +514,37 @@ def document_files(path: Path) -> list[Path]:
     raise PublishError(f"{path}: no such file or directory")
 
 
-def load_documents(path: Path, *, namespace: str = DEFAULT_NAMESPACE) -> list[LoadedDocument]:
-    """Every document of ``path``, each fully checked; ``InvalidDocuments`` lists every problem found."""
+def load_documents(
+    path: Path, *, namespace: str = DEFAULT_NAMESPACE, on_checked: Callable[[int, int], None] | None = None
+) -> list[LoadedDocument]:
+    """Every document of ``path``, each fully checked; ``InvalidDocuments`` lists every problem found.
+
+    ``on_checked(done, total)`` hears of each document checked (progress for a directory of many).
+    """
+    loaded, problems = check_documents(path, namespace=namespace, on_checked=on_checked)
+    if problems:
+        raise InvalidDocuments(problems)
+    return loaded
+
+
+def check_documents(
+    path: Path, *, namespace: str = DEFAULT_NAMESPACE, on_checked: Callable[[int, int], None] | None = None
+) -> tuple[list[LoadedDocument], list[ConversionError]]:
+    """The valid documents of ``path`` and every problem of the others (shape, schemas, converter, duplicates)."""
     files = document_files(path)
     if not files:
         raise PublishError(f"{path}: no *.yaml, *.yml or *.json publish documents in this directory")
     loaded: list[LoadedDocument] = []
     problems: list[ConversionError] = []
-    for file in files:
-        try:
-            document = parse_document(file)
-        except ConversionError as exc:
-            problems.append(exc)
-            continue
-        found = check_document_release(document, namespace=namespace)
+    for done, file in enumerate(files, 1):
+        document, found = read_document(file)
+        if document is not None:
+            found = check_document_release(document, namespace=namespace)
+            if not found:
+                loaded.append(document)
         problems.extend(found)
-        if not found:
-            loaded.append(document)
+        if on_checked is not None:
+            on_checked(done, len(files))
     seen: dict[str, Path] = {}
     for document in loaded:
         if document.name in seen:
@@ -531,6 +556,4 @@ def load_documents(path: Path, *, namespace: str = DEFAULT_NAMESPACE) -> list[Lo
                 )
             )
         seen.setdefault(document.name, document.file)
-    if problems:
-        raise InvalidDocuments(problems)
-    return loaded
+    return loaded, problems

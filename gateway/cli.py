@@ -32,10 +32,16 @@ from mcpgw.registry.errors import McpgwError
 if TYPE_CHECKING:
     from mcpgw.adapter.publish_documents import LoadedDocument
 
+# Exit codes, the same for every command (README "Exit codes").
 EXIT_OK = 0
 EXIT_INVALID = 1
+"""Invalid input: a problem in a tree, file or document; a replay step that differs from its golden."""
 EXIT_USAGE = 2
+"""Wrong flags or settings: nothing was attempted."""
+EXIT_TARGET = 3
+"""Nacos or the gateway cannot be reached, or rejects the credentials (retrying later may help)."""
 EXIT_BROKEN_PIPE = 141
+"""The reader of the output went away (``| head``), as a shell reports a command SIGPIPE ended."""
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
@@ -209,11 +215,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- validate ------------------------------------------------------------------
 
 
+def _is_publish_path(path: Path) -> bool:
+    """A publish document (YAML, or JSON not named like a Nacos file), or a directory of them (not a files tree)."""
+    from mcpgw.adapter.publish_documents import DOCUMENT_SUFFIXES
+    from mcpgw.converter.validate import kind_of
+
+    if path.is_dir():
+        return not (path / "config").is_dir() and any(
+            p.is_file() and p.suffix in DOCUMENT_SUFFIXES for p in path.iterdir())
+    in_naming = len(path.parts) >= 4 and path.parts[-4] == "naming"
+    return path.is_file() and path.suffix in DOCUMENT_SUFFIXES and kind_of(path.name) is None and not in_naming
+
+
+def _publish_problems(path: Path) -> list[str]:
+    from mcpgw.adapter.publish_documents import check_documents
+
+    checking = Progress("checked")
+    try:
+        _, problems = check_documents(path, on_checked=checking)
+    finally:
+        checking.close()
+    return [problem.describe() for problem in problems]
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from mcpgw.converter.validate import validate_path
 
     try:
-        problems = validate_path(args.path)
+        problems: list[Any] = (_publish_problems(args.path) if _is_publish_path(args.path)
+                               else validate_path(args.path))
     except Exception as exc:  # a bug of ours: still one sentence, never a traceback
         return _fail(f"validate failed internally on {args.path} ({type(exc).__name__}); please report it",
                      EXIT_INVALID)
@@ -290,16 +320,32 @@ def _table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _local_gateway_url() -> str:
+    """The gateway this shell would start: ``MCPGW_HOST`` / ``MCPGW_PORT`` as ``serve`` reads them."""
+    import os
+
+    host = os.environ.get("MCPGW_HOST", "").strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    port = os.environ.get("MCPGW_PORT", "").strip() or "8080"
+    return f"http://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}:{port}"
+
+
 def cmd_state(args: argparse.Namespace) -> int:
-    url = args.url.rstrip("/") + "/admin/state"
+    base = args.url if args.url is not None else _local_gateway_url()
+    url = base.rstrip("/") + "/admin/state"
     try:
         response = httpx.get(url, timeout=5.0, trust_env=False)
         response.raise_for_status()
         doc = response.json()
+    except httpx.HTTPStatusError as exc:
+        return _fail(f"the gateway at {base} answered {exc.response.status_code} for /admin/state"
+                     + ("; give its admin credential" if exc.response.status_code in (401, 403) else ""), EXIT_TARGET)
     except httpx.HTTPError as exc:
-        return _fail(f"cannot read the gateway state at {url}: {exc}")
+        return _fail(f"cannot read the gateway state at {url}: {exc or type(exc).__name__}; is it running "
+                     "(mcpgw serve), and on this address (--url, or MCPGW_HOST / MCPGW_PORT)?", EXIT_TARGET)
     except ValueError:
-        return _fail(f"the answer of {url} is not JSON; is this an mcpgw gateway?")
+        return _fail(f"the answer of {url} is not JSON; is this an mcpgw gateway?", EXIT_TARGET)
     print(json.dumps(doc, indent=2) if args.json else _table(doc))
     return EXIT_OK
 
@@ -368,8 +414,6 @@ def _register_with_gateway(args: argparse.Namespace) -> int:
 
 # -- publish -------------------------------------------------------------------
 
-EXIT_TARGET = 3
-"""``mcpgw publish``: the target cannot be reached or rejects the credentials (retrying later may help)."""
 
 
 def _publish_usage(args: argparse.Namespace, nacos: str | None) -> str | None:
@@ -388,21 +432,73 @@ def _publish_usage(args: argparse.Namespace, nacos: str | None) -> str | None:
     return None
 
 
+class Progress:
+    """Progress of a long run on stderr: a bar on a terminal (tqdm), a count every tenth otherwise.
+
+    Runs of fewer than ``quiet_below`` items say nothing; lines printed through ``say`` keep the bar intact.
+    """
+
+    def __init__(self, label: str, *, quiet_below: int = 10, stream: Any = None) -> None:
+        self._label = label
+        self._quiet_below = quiet_below
+        self._stream = stream if stream is not None else sys.stderr
+        self._bar: Any = None
+        self._step = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self._quiet_below:
+            return
+        if self._stream.isatty():
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=total, desc=self._label, unit="doc", file=self._stream, leave=False)
+            self._bar.update(done - self._bar.n)
+            if done >= total:
+                self.close()
+            return
+        step = max(1, total // 10)
+        if done == total or done // step > self._step:
+            self._step = done // step
+            print(f"mcpgw: {self._label} {done}/{total}", file=self._stream, flush=True)
+
+    def say(self, line: str, *, file: Any = None) -> None:
+        out = file if file is not None else sys.stdout
+        if self._bar is not None:
+            self._bar.write(line, file=out)
+        else:
+            print(line, file=out, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 async def _run_publish(
     args: argparse.Namespace, documents: list[LoadedDocument], target_options: dict[str, Any]
 ) -> None:
     from mcpgw.adapter.publish import Outcome, Publisher
     from mcpgw.adapter.publish_targets import FilesTarget, PublishTarget, nacos_target
 
+    progress = Progress("published")
+    done = 0
+
     def say(outcome: Outcome) -> None:
-        print(outcome.message, flush=True)
+        nonlocal done
+        progress.say(outcome.message)
         for warning in outcome.warnings:
-            print(f"mcpgw: warning: {warning}", file=sys.stderr, flush=True)
+            progress.say(f"mcpgw: warning: {warning}", file=sys.stderr)
+        done += 1
+        progress(done, len(documents))
 
     async def run(target: PublishTarget) -> None:
         publisher = Publisher(target, namespace=target_options["namespace"], dry_run=args.dry_run)
         if not (args.set_latest or args.delete_version or args.delete):
-            await publisher.publish_all(documents, draft=args.draft, on_outcome=say)
+            try:
+                await publisher.publish_all(documents, draft=args.draft, on_outcome=say)
+            finally:
+                progress.close()
             return
         for name in [args.server] if args.server else [d.name for d in documents]:
             if args.set_latest:
@@ -440,7 +536,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     }
     configure_logging("warning")
     try:
-        documents = load_documents(args.path, namespace=namespace) if args.path is not None else []
+        checking = Progress("checked")
+        try:
+            documents = (load_documents(args.path, namespace=namespace, on_checked=checking)
+                         if args.path is not None else [])
+        finally:
+            checking.close()
         asyncio.run(_run_publish(args, documents, target_options))
     except InvalidDocuments as exc:
         for problem in exc.problems:
@@ -493,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
 
     state = sub.add_parser("state", help="print the state of a running gateway")
-    state.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    state.add_argument("--url", help="the gateway's base URL (default: http://127.0.0.1:8080, or the "
+                       "MCPGW_HOST / MCPGW_PORT a local serve uses)")
     state.add_argument("--json", action="store_true", help="print JSON instead of a table")
     state.set_defaults(func=cmd_state)
 

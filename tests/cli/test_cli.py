@@ -117,5 +117,23 @@ def test_state_of_an_unreachable_gateway_is_one_clear_line(capsys: pytest.Captur
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    assert main(["state", "--url", f"http://127.0.0.1:{port}"]) == 2
+    assert main(["state", "--url", f"http://127.0.0.1:{port}"]) == 3
     assert "cannot read the gateway state" in capsys.readouterr().err
+
+
+async def test_state_finds_the_gateway_a_local_serve_would_start_from_mcpgw_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from tests.gateway.edge import edge_gateway
+
+    async with edge_gateway(tmp_path) as edge:
+        port = edge.url.rsplit(":", 1)[1]
+        monkeypatch.setenv("MCPGW_PORT", port)
+        monkeypatch.setenv("MCPGW_HOST", "0.0.0.0")
+        capsys.readouterr()  # the gateway's own log lines so far
+        assert await asyncio.to_thread(main, ["state", "--json"]) == 0
+        out = capsys.readouterr().out
+    doc = json.loads(out[out.index("{\n"):])
+    assert doc["ready"] is True and {s["name"] for s in doc["servers"].values()} == {"weather", "gateway-info"}

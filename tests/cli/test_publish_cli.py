@@ -172,3 +172,56 @@ def test_an_unreachable_nacos_exits_3_saying_so(capsys: pytest.CaptureFixture[st
     assert main(["publish", str(WEATHER), "--nacos", "127.0.0.1:1", "--raw"]) == 3
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "cannot reach Nacos at 127.0.0.1:1" in err
+
+
+def broken_documents(tmp_path: Path) -> Path:
+    """Three documents: one whose shape has two problems, one with two broken templates, and a good one."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    shape = yaml.safe_load((EXAMPLES / "gateway-info.json").read_text())
+    shape["server"]["version"] = 7
+    del shape["tools"][0]["name"]
+    (folder / "a-shape.yaml").write_text(yaml.safe_dump(shape))
+    templates = yaml.safe_load(WEATHER.read_text())
+    templates["tools"][0]["template"]["responseTemplate"]["body"] = "{{ if .city }}unclosed"
+    templates["tools"][1]["template"]["requestTemplate"]["url"] = "/city/{{ .name"
+    (folder / "b-templates.yaml").write_text(yaml.safe_dump(templates))
+    shutil.copy(EXAMPLES / "maps-proxy.yaml", folder / "c-good.yaml")
+    return folder
+
+
+def test_publish_and_validate_report_every_problem_of_every_document_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = broken_documents(tmp_path)
+    tree = tmp_path / "tree"
+    assert main(["publish", str(folder), "--files", str(tree)]) == 1
+    published = capsys.readouterr().err.splitlines()
+    assert not tree.exists()
+    assert main(["validate", str(folder)]) == 1
+    validated = capsys.readouterr()
+    for lines in (published, validated.out.splitlines()):
+        text = "\n".join(lines)
+        assert "a-shape.yaml" in text and "$.server.version" in text and "$.tools[0].name" in text
+        assert "b-templates.yaml" in text and "get_forecast" in text and "get_city" in text
+        assert "c-good.yaml" not in text
+    assert published[-1] == "mcpgw: 4 problem(s); nothing was published"
+    assert main(["validate", str(folder / "c-good.yaml")]) == 0
+    assert capsys.readouterr().out.strip().endswith("c-good.yaml: valid")
+
+
+def test_publish_of_many_documents_reports_progress_counts_when_not_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    base = yaml.safe_load((EXAMPLES / "gateway-info.json").read_text())
+    for n in range(20):
+        base["server"]["name"] = f"info-{n:02d}"
+        (folder / f"info-{n:02d}.yaml").write_text(yaml.safe_dump(base))
+    assert main(["publish", str(folder), "--files", str(tmp_path / "tree")]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 20
+    counts = [line for line in captured.err.splitlines() if line.startswith("mcpgw: ")]
+    assert "mcpgw: checked 2/20" in counts and "mcpgw: checked 20/20" in counts
+    assert "mcpgw: published 10/20" in counts and counts[-1] == "mcpgw: published 20/20"
