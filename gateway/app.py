@@ -35,6 +35,7 @@ from mcpgw.gateway.catalog import GatewayCatalog
 from mcpgw.gateway.circuit import CircuitBreakers
 from mcpgw.gateway.connect_api import ConnectApi
 from mcpgw.gateway.console import Console, RecentChanges
+from mcpgw.gateway.frontdoor import FrontDoor, RateLimiter, startup_warnings
 from mcpgw.gateway.http_protocol import HttpLimits, limited_protocol
 from mcpgw.gateway.legacy_sse import LegacySse
 from mcpgw.gateway.mcp_edge import SessionLimits
@@ -233,6 +234,7 @@ class Gateway:
                 lambda name: settings.balancing.circuit_for(self.store.current.clusters.get(name))
             ),
             observer=self.observed,
+            forward_headers=settings.forward_headers,
         )
         self.health = HealthChecker(
             self.store, self.clusters, settings.balancing.health_check_for, HttpProbe(self.http)
@@ -241,6 +243,8 @@ class Gateway:
             tool_call_timeout=self.catalog.longest_timeout + 5,
             session_idle_timeout=settings.sessions.idle_timeout,
             sessions=SessionLimits(settings.sessions.max_total, settings.sessions.max_per_client),
+            rate_limits=RateLimiter(settings.rate_limits),
+            audit=settings.audit,
         ))
         self.legacy_sse = LegacySse(self.endpoints)
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,
@@ -259,6 +263,8 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
+        for event, fields in startup_warnings(self.settings.auth, self.settings.host):
+            log.warning(event, **fields)
         await self.cluster_source.start()
         discovery = asyncio.create_task(self.adapter.run(), name="discovery")
         freezer = asyncio.create_task(self._freeze_after_first_sync(), name="gc-freeze")
@@ -333,4 +339,6 @@ class Gateway:
             *self.connect_api.routes(),
             *self.endpoints.routes(),
         ]
-        return self.endpoints.in_front_of(Starlette(routes=routes, lifespan=lifespan))
+        inner = self.endpoints.in_front_of(Starlette(routes=routes, lifespan=lifespan))
+        self.front_door = FrontDoor(inner, self.settings.auth, on_denied=self.observed.auth_denied)
+        return self.front_door

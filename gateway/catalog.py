@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import mcp_types as types
@@ -37,6 +38,7 @@ import structlog
 from mcpgw.converter.arguments import InvalidArguments
 from mcpgw.converter.rest import RestBinding, RestResult
 from mcpgw.gateway.circuit import CircuitBreakers, CircuitLimits
+from mcpgw.gateway.frontdoor import Identity
 from mcpgw.gateway.mcp_endpoints import InvalidArgumentsError, UnknownToolError
 from mcpgw.gateway.mcp_upstream import (
     McpUpstreamPool,
@@ -137,8 +139,10 @@ class GatewayCatalog:
         renderer: Renderer | None = None,
         circuits: CircuitBreakers | None = None,
         observer: CallObserver = NO_OBSERVER,
+        forward_headers: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self._store = store
+        self._forward = dict(forward_headers or {})
         self._observer = observer
         self._clusters = clusters
         self._http = http
@@ -146,7 +150,7 @@ class GatewayCatalog:
         self._timeouts = timeouts or TimeoutPolicy()
         self.renderer = renderer or Renderer()
         self.circuits = circuits or CircuitBreakers(lambda _cluster: CircuitLimits())
-        self._listing_cache: dict[str, tuple[object, list[types.Tool]]] = {}
+        self._listing_cache: dict[str, tuple[object, list[types.Tool], list[tuple[str, str]]]] = {}
         self._evictions: set[asyncio.Task[None]] = set()
         self._unsubscribe_departures = clusters.on_departure(self._on_departure)
 
@@ -160,16 +164,26 @@ class GatewayCatalog:
     def has_endpoint(self, endpoint: str) -> bool:
         return endpoint == AGGREGATE or endpoint in self._store.current.endpoints
 
-    def list_tools(self, endpoint: str) -> Sequence[types.Tool]:
+    def list_tools(self, endpoint: str, allowed: Callable[[str, str], bool] | None = None) -> Sequence[types.Tool]:
+        """The endpoint's tools, or only those ``allowed(server name, tool name)`` (the caller's view)."""
         tools = self._store.current.tools(endpoint)
         if tools is None:
             return []
         cached = self._listing_cache.get(endpoint)
-        if cached is not None and cached[0] is tools:
+        if cached is None or cached[0] is not tools:
+            ordered = sorted(tools.items())
+            cached = (tools, [to_mcp_tool(name, tool) for name, tool in ordered],
+                      [(tool.server_name, tool.name) for _, tool in ordered])
+            self._listing_cache[endpoint] = cached
+        if allowed is None:
             return cached[1]
-        listing = [to_mcp_tool(name, tool) for name, tool in sorted(tools.items())]
-        self._listing_cache[endpoint] = (tools, listing)
-        return listing
+        return [listed for listed, (server, tool) in zip(cached[1], cached[2], strict=True) if allowed(server, tool)]
+
+    def resolve(self, endpoint: str, name: str) -> tuple[str, str] | None:
+        """(server name, tool name) of the tool listed as ``name`` on ``endpoint``."""
+        tools = self._store.current.tools(endpoint)
+        tool = tools.get(name) if tools is not None else None
+        return None if tool is None else (tool.server_name, tool.name)
 
     def subscribe(self, callback: Callable[[frozenset[str]], None]) -> Callable[[], None]:
         def on_change(change: StateChange) -> None:
@@ -179,11 +193,14 @@ class GatewayCatalog:
         return self._store.subscribe(on_change)
 
     async def call_tool(
-        self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None
+        self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         state = self._store.current
         tools = state.tools(endpoint)
         tool = tools.get(name) if tools is not None else None
+        if tool is not None and caller is not None and not caller.may_call(tool.server_name, tool.name):
+            tool = None  # answered exactly like a tool that does not exist
         if tool is None:
             where = "/mcp" if endpoint == AGGREGATE else f"/mcp/{endpoint}"
             raise UnknownToolError(f"unknown tool {name!r} on {where}; call tools/list for the current tools")
@@ -194,7 +211,7 @@ class GatewayCatalog:
         outcome: Outcome = "error"
         try:
             if server.route.backend == "rest":
-                result = await self._call_rest(server, tool, arguments)
+                result = await self._call_rest(server, tool, arguments, self._forwarded(tool, caller))
             else:
                 result = await self._call_mcp(server, tool, arguments, session_id)
             outcome = "tool_error" if result.is_error else "ok"
@@ -300,8 +317,16 @@ class GatewayCatalog:
                                 timed_out=failure.timed_out) from failure
         raise failure
 
+    def _forwarded(self, tool: Tool, caller: Identity | None) -> tuple[tuple[str, str], ...]:
+        """The caller's headers this tool's ``forward_headers`` rule names (none without a rule)."""
+        if not self._forward or caller is None:
+            return ()
+        names = self._forward.get(f"{tool.server_name}/{tool.name}", self._forward.get(tool.server_name, ()))
+        return tuple((n, caller.headers[n]) for n in names if n in caller.headers)
+
     async def _call_rest(
-        self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None
+        self, server: ServerModels, tool: Tool, arguments: dict[str, Any] | None,
+        forwarded: tuple[tuple[str, str], ...] = (),
     ) -> types.CallToolResult:
         binding: RestBinding = tool.binding
         args = tool.validator.validate(arguments)
@@ -321,6 +346,10 @@ class GatewayCatalog:
             base_url = instance.base_url if instance else None
             request = await render(binding.build_request, args, config, base_url, big=big_args)
             where = instance.id if instance else "the configured URL"
+            if forwarded:
+                names = {n for n, _ in forwarded}
+                request = replace(request, headers=(*(h for h in request.headers if h[0].lower() not in names),
+                                                    *forwarded))
             status, headers, body = await self._send(tool, request, instance, runtime, budget, shown, where)
             result = _result(
                 await render(map_response, status, headers, body, request.secrets, big=len(body) > INLINE_DATA)

@@ -66,6 +66,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcpgw.adapter.discovery import MCPServerAdapter
+from mcpgw.gateway.frontdoor import ADMIN_SCOPE_KEY
 from mcpgw.registry.models import Instance
 from mcpgw.registry.server_register import Origin, RegistrationError, ServerRegister
 from mcpgw.remote.base import DEFAULT_GROUP, ServiceKey
@@ -294,6 +295,8 @@ class ConnectApi:
         return guarded
 
     def _refusal(self, request: Request) -> Response | None:
+        if request.scope.get(ADMIN_SCOPE_KEY) is True:
+            return None  # the front door verified the gateway's admin credential
         if self._token is not None:
             scheme, _, presented = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self._token):

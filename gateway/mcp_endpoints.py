@@ -45,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -65,6 +67,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcpgw.gateway.frontdoor import AuditSettings, Identity, RateLimited, RateLimiter, identity_of
 from mcpgw.gateway.mcp_edge import (
     MAX_BODY,
     SERVER_BUSY,
@@ -81,6 +84,7 @@ from mcpgw.gateway.mcp_edge import (
 from mcpgw.registry.errors import InvocationError
 
 log = structlog.get_logger("mcpgw.mcp")
+audit_log = structlog.get_logger("mcpgw.audit")
 
 _ANSWER_STOPPED_CALLS_WITHIN = 5.0
 """Seconds a drain waits, once it stopped the calls still running, for their answers to be written."""
@@ -106,10 +110,17 @@ class ToolCatalog(Protocol):
 
     def has_endpoint(self, endpoint: str) -> bool: ...
 
-    def list_tools(self, endpoint: str) -> Sequence[types.Tool]: ...
+    def list_tools(self, endpoint: str, allowed: Callable[[str, str], bool] | None = None) -> Sequence[types.Tool]:
+        """The endpoint's tools; with ``allowed``, only those ``allowed(server, tool)`` (a caller's view)."""
+        ...
+
+    def resolve(self, endpoint: str, name: str) -> tuple[str, str] | None:
+        """(server name, tool name) of the tool listed as ``name`` on ``endpoint``, or None."""
+        ...
 
     async def call_tool(
-        self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None
+        self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         """Run a tool.
 
@@ -142,6 +153,9 @@ class McpServeOptions:
     notify_timeout: float = 5.0
     """How long one slow session may hold a list-changed notification before it is given up."""
     server_version: str = "0.1.0"
+    rate_limits: RateLimiter | None = None
+    """Token buckets per caller and per tool (``gateway.frontdoor``); None: no limits."""
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
 
 class _SessionManager(StreamableHTTPSessionManager):
@@ -209,12 +223,41 @@ def _connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
     return connection
 
 
+def _identity_of(ctx: ServerRequestContext[Any, Any]) -> Identity | None:
+    request = ctx.request
+    return identity_of(request.scope) if isinstance(request, Request) else None
+
+
+def _view(identity: Identity | None) -> Callable[[str, str], bool] | None:
+    """The filter of ``identity``'s tools, or None when it may call every tool."""
+    return None if identity is None or identity.allow == ("*",) else identity.may_call
+
+
+RATE_LIMITED = -32029
+"""JSON-RPC error code of a call refused by a rate limit (in the implementation-defined server range)."""
+
+_RATE_CHECKED = "mcpgw.rate_checked"
+
+
+def _rate_limit_error(exc: RateLimited) -> MCPError:
+    return MCPError(RATE_LIMITED, f"{exc}: the gateway's rate_limits setting", data={
+        "limit": exc.limit, "retryAfterSeconds": round(exc.retry_after, 3)})
+
+
 def _session_id_of(ctx: ServerRequestContext[Any, Any]) -> str | None:
     request = ctx.request
     if isinstance(request, Request):
         # Streamable HTTP names the session in a header; the legacy SSE transport in the query.
         return request.headers.get(MCP_SESSION_ID_HEADER) or request.query_params.get("session_id")
     return None
+
+
+def _audit(endpoint: str, tool: str, identity: Identity | None, outcome: str, seconds: float,
+           arguments: dict[str, Any] | None) -> None:
+    """The audit log's line for one call: who, what, how it ended, how long; arguments only when enabled."""
+    extra = {"arguments": arguments} if arguments is not None else {}
+    audit_log.info("audit.call", identity=identity.key if identity else None, endpoint=endpoint, tool=tool,
+                   outcome=outcome, duration_ms=round(seconds * 1000, 3), **extra)
 
 
 def _error_result(message: str) -> types.CallToolResult:
@@ -292,6 +335,10 @@ class McpEndpoints:
         self._posts = 0
         self._posts_idle = asyncio.Event()
         self._posts_idle.set()
+        self._owners: dict[str, str] = {}
+        """Session id → the key of the identity that opened it: another identity's request answers 404."""
+        self._views: dict[Connection, tuple[Identity, frozenset[str]]] = {}
+        """Sessions with a restricted view: their identity and the tool names they were last shown."""
 
     def routes(self) -> list[Route]:
         """Starlette routes for the aggregate and the per-server endpoints (all methods)."""
@@ -409,7 +456,33 @@ class McpEndpoints:
         if isinstance(checked, Reply):
             await checked.send(send)
             return
+        limiter = self._options.rate_limits
+        if limiter is not None and limiter.active and checked.method == "tools/call" and isinstance(parsed, dict):
+            refusal = self._rate_refusal(limiter, served.name, parsed, checked, scope)
+            if refusal is not None:
+                await refusal.send(send)
+                return
         await self._to_the_manager(served, session_id, checked, scope, replay(body, receive), send)
+
+    def _rate_refusal(self, limiter: RateLimiter, endpoint: str, message: dict[str, Any], envelope: Envelope,
+                      scope: Scope) -> Reply | None:
+        """HTTP 429 with Retry-After for a call over a limit (answered before the SDK sees it)."""
+        params = message.get("params") or {}
+        name = params.get("name") if isinstance(params, dict) else None
+        resolved = self._catalog.resolve(endpoint, name) if isinstance(name, str) else None
+        if resolved is None:
+            return None  # an unknown tool: the SDK's handler answers it
+        identity = identity_of(scope)
+        if resolved is not None and identity is not None and not identity.may_call(*resolved):
+            return None  # answered as unknown by the handler, never as limited (that would reveal the tool)
+        try:
+            limiter.admit(identity, *resolved)
+        except RateLimited as exc:
+            log.info("mcp.call.rate_limited", endpoint=self.path_of(endpoint), tool=name, limit=exc.limit)
+            return Reply(429, RATE_LIMITED, f"{exc}: the gateway's rate_limits setting", envelope.request_id,
+                         headers=((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()),))
+        scope[_RATE_CHECKED] = True
+        return None
 
     async def _to_the_manager(
         self, served: _Endpoint, session_id: str | None, envelope: Envelope, scope: Scope, receive: Receive,
@@ -420,6 +493,12 @@ class McpEndpoints:
                 await self._open_session(served, scope, receive, send)
             else:
                 await served.manager.handle_request(scope, receive, send)
+            return
+        owner = self._owners.get(session_id)
+        identity = identity_of(scope)
+        if owner is not None and identity is not None and owner != identity.key:
+            # A session is bound to the credential that opened it; to anyone else it does not exist.
+            await Reply(404, types.INVALID_REQUEST, "Session not found", envelope.request_id).send(send)
             return
         refusal = self.sessions.begin(session_id, envelope.request_id)
         if refusal is not None:
@@ -457,6 +536,9 @@ class McpEndpoints:
         finally:
             session_id = opened[0] if opened else None
             self.sessions.opened(client, session_id, served.name, lambda: manager.close_session(session_id or ""))
+            identity = identity_of(scope)
+            if session_id is not None and identity is not None:
+                self._owners[session_id] = identity.key
 
     async def drain(self, grace: float) -> None:
         """Refuse new sessions, give the requests in flight ``grace`` seconds, then end the calls still running.
@@ -483,6 +565,10 @@ class McpEndpoints:
         for served in list(self._endpoints.values()):
             self._stop(served)
         log.info("mcp.drain.done")
+
+    def _session_closed(self, session_id: str) -> None:
+        self._owners.pop(session_id, None)
+        self.sessions.closed(session_id)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task_group = self._task_group
@@ -531,7 +617,7 @@ class McpEndpoints:
         ) -> types.ListToolsResult:
             if not catalog.has_endpoint(name):
                 raise gone()
-            return types.ListToolsResult(tools=list(catalog.list_tools(name)))
+            return types.ListToolsResult(tools=list(catalog.list_tools(name, _view(_identity_of(ctx)))))
 
         async def call_tool(
             ctx: ServerRequestContext[dict[str, Any]], params: types.CallToolRequestParams
@@ -539,18 +625,40 @@ class McpEndpoints:
             if not catalog.has_endpoint(name):
                 raise gone()
             tool = params.name
+            identity = _identity_of(ctx)
+            started = time.perf_counter()
+            outcome = "error"
             try:
+                limiter = options.rate_limits
+                request = ctx.request
+                checked = isinstance(request, Request) and request.scope.get(_RATE_CHECKED)
+                if limiter is not None and limiter.active and not checked:
+                    resolved = catalog.resolve(name, tool)
+                    if resolved is not None and (identity is None or identity.may_call(*resolved)):
+                        limiter.admit(identity, *resolved)
                 async with asyncio.timeout(options.tool_call_timeout) as bound:
                     bounds.add(bound)
                     try:
-                        return await catalog.call_tool(name, tool, params.arguments, session_id=_session_id_of(ctx))
+                        result = await catalog.call_tool(name, tool, params.arguments, session_id=_session_id_of(ctx),
+                                                         caller=identity)
+                        outcome = "tool_error" if result.is_error else "ok"
+                        return result
                     finally:
                         bounds.discard(bound)
+            except RateLimited as exc:
+                outcome = "rate_limited"
+                raise _rate_limit_error(exc) from exc
             except UnknownToolError as exc:
+                outcome = "unknown_tool"
                 raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
+            except InvalidArgumentsError as exc:
+                outcome = "invalid_arguments"
+                return _error_result(str(exc))
             except InvocationError as exc:
+                outcome = "failed"
                 return _error_result(str(exc))
             except TimeoutError:
+                outcome = "timeout"
                 if self._drain_expired:
                     return _error_result(
                         f"The gateway is shutting down and stopped tool {tool!r} on {path} after its drain time; "
@@ -562,12 +670,17 @@ class McpEndpoints:
                     "gateway stopped waiting; retry later, or ask the operator to check the backend."
                 )
             except Exception as exc:
+                outcome = "crashed"
                 log.exception("mcp.call.crashed", endpoint=path, tool=tool)
                 raise MCPError(
                     types.INTERNAL_ERROR,
                     f"The gateway failed internally while calling tool {tool!r} on {path}; "
                     "the details are in the gateway log.",
                 ) from exc
+            finally:
+                if options.audit.enabled:
+                    _audit(path, tool, identity, outcome, time.perf_counter() - started,
+                           params.arguments if options.audit.include_arguments else None)
 
         def input_schema(tool: str) -> dict[str, Any] | None:
             for listed in catalog.list_tools(name):
@@ -589,7 +702,7 @@ class McpEndpoints:
             security_settings=options.security,
             session_idle_timeout=options.session_idle_timeout,
             max_sessions=None,  # bounded over all endpoints and per client by the session table
-            on_discard=self.sessions.closed,
+            on_discard=self._session_closed,
         )
         served = _Endpoint(name=name, server=server, manager=manager, bus=bus, listen=listen)
 
@@ -597,6 +710,11 @@ class McpEndpoints:
             connection = _connection_of(ctx)
             served.connections.add(connection)
             connection.exit_stack.callback(served.connections.discard, connection)
+            identity = _identity_of(ctx)
+            view = _view(identity)
+            if identity is not None and view is not None:
+                self._views[connection] = (identity, frozenset(t.name for t in catalog.list_tools(name, view)))
+                connection.exit_stack.callback(self._views.pop, connection, None)
 
         server.add_notification_handler("notifications/initialized", types.NotificationParams, track_session)
         return served
@@ -644,6 +762,14 @@ class McpEndpoints:
                 continue
             task_group.create_task(served.bus.publish(ToolsListChanged()))
             for connection in served.connections - served.notifying:
+                viewed = self._views.get(connection)
+                if viewed is not None:
+                    # A session that sees only some tools hears of a change only when its own view changed.
+                    identity, shown = viewed
+                    now = frozenset(t.name for t in self._catalog.list_tools(name, identity.may_call))
+                    if now == shown:
+                        continue
+                    self._views[connection] = (identity, now)
                 # One notification in flight per session is enough: the client
                 # reads the list after it arrives, which is after this change.
                 served.notifying.add(connection)

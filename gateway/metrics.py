@@ -123,6 +123,8 @@ class GatewayMetrics:
                                       ["server", "result"], registry=registry)
         self.last_reload_success = Gauge("mcpgw_config_last_reload_success_timestamp_seconds",
                                          "When a server's latest change was applied", ["server"], registry=registry)
+        self.auth_denials = Counter("mcpgw_auth_denied", "Requests refused by the front door, by reason",
+                                    ["reason"], registry=registry)
         self.build = Info("mcpgw_build", "The running mcpgw", registry=registry)
         self.build.info({"version": mcpgw.__version__})
         ProcessCollector(registry=registry)
@@ -141,6 +143,9 @@ class GatewayMetrics:
         self.upstream_duration.labels(cluster).observe(seconds)
         if failure is not None:
             self._failures.failed(cluster, failure)
+
+    def auth_denied(self, reason: str) -> None:
+        self.auth_denials.labels(reason).inc()
 
     def retry(self, cluster: str) -> None:
         self.retries.labels(cluster).inc()

@@ -22,6 +22,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 import mcpgw
 from mcpgw.converter.template import RenderLimits
 from mcpgw.gateway.circuit import CircuitLimits
+from mcpgw.gateway.frontdoor import AuditSettings, AuthSettings, RateLimitSettings, check_forward_headers
 from mcpgw.registry.balancing import (
     DEFAULT_STRATEGY,
     BalancingPolicy,
@@ -285,7 +286,7 @@ class HttpSettings(_Section):
     """Seconds an idle keep-alive connection stays open."""
 
 
-_SECTIONS = ("balancing", "templates", "sessions", "http")
+_SECTIONS = ("balancing", "templates", "sessions", "http", "auth", "rate_limits", "audit", "forward_headers")
 
 
 class Settings(BaseModel):
@@ -338,6 +339,12 @@ class Settings(BaseModel):
     """On SIGTERM: seconds in-flight tool calls have to finish before they are answered with an error."""
     demo_backend: bool | None = None
     """Start the bundled demo REST backend; default: when serving the bundled demo tree."""
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    forward_headers: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Caller headers forwarded to backends, per ``server`` or ``server/tool`` (``{weather: [Authorization]}``);
+    nothing else from a client ever reaches a backend."""
     state_dir: Path = Path(".mcpgw")
     """Where the Nacos SDK keeps its cache and logs (relative to the working directory)."""
     log_format: Literal["console", "json"] = "console"
@@ -355,6 +362,11 @@ class Settings(BaseModel):
             return yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise ValueError(f"must be a JSON or YAML mapping ({type(exc).__name__})") from exc
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwarding(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return check_forward_headers(value)
 
     @property
     def serves_demo(self) -> bool:
@@ -527,6 +539,8 @@ def _leaves(model: type[BaseModel], prefix: str) -> list[tuple[str, str, FieldIn
         nested = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if typing.get_origin(annotation) is dict and nested is not None:
             found.extend(_leaves(nested, f"{prefix}{name}.<name>."))
+        elif typing.get_origin(annotation) is tuple and nested is not None:
+            found.extend(_leaves(nested, f"{prefix}{name}[]."))
         elif nested is not None:
             found.extend(_leaves(nested, f"{prefix}{name}."))
         else:
@@ -537,6 +551,8 @@ def _leaves(model: type[BaseModel], prefix: str) -> list[tuple[str, str, FieldIn
 def _shown_default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         return ""
+    if field.is_required():
+        return "required"
     value = field.default
     if value is None:
         return "—"

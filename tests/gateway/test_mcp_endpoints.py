@@ -15,6 +15,7 @@ from mcp.client.subscriptions import ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from mcpgw.gateway.frontdoor import Identity
 from mcpgw.gateway.mcp_endpoints import (
     InvalidArgumentsError,
     McpEndpoints,
@@ -53,11 +54,15 @@ class FakeCatalog:
     def has_endpoint(self, endpoint: str) -> bool:
         return endpoint in self.tools
 
-    def list_tools(self, endpoint: str) -> Sequence[types.Tool]:
-        return self.tools[endpoint]
+    def list_tools(self, endpoint: str, allowed: Callable[[str, str], bool] | None = None) -> Sequence[types.Tool]:
+        return [t for t in self.tools[endpoint] if allowed is None or allowed(endpoint, t.name)]
+
+    def resolve(self, endpoint: str, name: str) -> tuple[str, str] | None:
+        return (endpoint, name) if name in {t.name for t in self.tools.get(endpoint, ())} else None
 
     async def call_tool(
-        self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None
+        self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None,
+        caller: Identity | None = None,
     ) -> types.CallToolResult:
         self.calls.append((endpoint, name, arguments, session_id))
         if name not in {t.name for t in self.tools[endpoint]}:
