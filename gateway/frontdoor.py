@@ -535,7 +535,7 @@ class RateLimiter:
     def __init__(self, settings: RateLimitSettings, clock: Callable[[], float] = time.monotonic,
                  max_identities: int = 100_000) -> None:
         self._settings = settings
-        self._clock = clock
+        self.clock = clock
         self._identities: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
         self._tools: dict[str, _Bucket] = {}
         self._max_identities = max_identities
@@ -546,7 +546,7 @@ class RateLimiter:
 
     def admit(self, identity: Identity | None, server: str, tool: str) -> None:
         """Take one token from each bucket that applies, or raise ``RateLimited`` taking none."""
-        now = self._clock()
+        now = self.clock()
         taken: list[tuple[_Bucket, RateLimit, str]] = []
         per_identity = self._settings.per_identity
         if per_identity is not None:

@@ -337,7 +337,7 @@ class McpEndpoints:
         self._posts_idle.set()
         self._owners: dict[str, str] = {}
         """Session id → the key of the identity that opened it: another identity's request answers 404."""
-        self._views: dict[Connection, tuple[Identity, frozenset[str]]] = {}
+        self._views: dict[Connection, tuple[Identity, tuple[types.Tool, ...]]] = {}
         """Sessions with a restricted view: their identity and the tool names they were last shown."""
 
     def routes(self) -> list[Route]:
@@ -353,6 +353,10 @@ class McpEndpoints:
         call; lifespan and every other path still go through ``app``.
         """
         return _Front(self, app)
+
+    @property
+    def rate_limits(self) -> RateLimiter | None:
+        return self._options.rate_limits
 
     @property
     def security(self) -> TransportSecuritySettings | None:
@@ -713,7 +717,7 @@ class McpEndpoints:
             identity = _identity_of(ctx)
             view = _view(identity)
             if identity is not None and view is not None:
-                self._views[connection] = (identity, frozenset(t.name for t in catalog.list_tools(name, view)))
+                self._views[connection] = (identity, tuple(catalog.list_tools(name, view)))
                 connection.exit_stack.callback(self._views.pop, connection, None)
 
         server.add_notification_handler("notifications/initialized", types.NotificationParams, track_session)
@@ -761,12 +765,16 @@ class McpEndpoints:
                 self._stop(served)
                 continue
             task_group.create_task(served.bus.publish(ToolsListChanged()))
+            views: dict[tuple[str, ...], tuple[types.Tool, ...]] = {}
             for connection in served.connections - served.notifying:
                 viewed = self._views.get(connection)
                 if viewed is not None:
-                    # A session that sees only some tools hears of a change only when its own view changed.
+                    # A session that sees only some tools hears of a change only when
+                    # what it would list changed (a tool added, removed or redescribed).
                     identity, shown = viewed
-                    now = frozenset(t.name for t in self._catalog.list_tools(name, identity.may_call))
+                    now = views.get(identity.allow)
+                    if now is None:
+                        now = views[identity.allow] = tuple(self._catalog.list_tools(name, identity.may_call))
                     if now == shown:
                         continue
                     self._views[connection] = (identity, now)
