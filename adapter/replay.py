@@ -23,7 +23,7 @@ import yaml
 from mcpgw.adapter.discovery import MCPServerAdapter
 from mcpgw.registry.describe import describe_state
 from mcpgw.registry.errors import McpgwError
-from mcpgw.registry.state import AggregateNaming, StateStore
+from mcpgw.registry.state import MAX_LISTED_NAME, AggregateNaming, StateStore
 from mcpgw.remote.base import DEFAULT_NAMESPACE, ConfigKey, McpServerInfo, ServiceInstance, ServiceKey
 from mcpgw.remote.memory import MemorySource
 
@@ -139,7 +139,8 @@ async def replay(directory: Path, *, update: bool = False) -> list[StepResult]:
     """Run a scenario; with ``update`` the golden files are (re)written from the actual states."""
     scenario = load_scenario(directory)
     naming_raw = scenario.get("naming") or {}
-    naming = AggregateNaming(mode=naming_raw.get("mode", "prefix"), separator=naming_raw.get("separator", "_"))
+    naming = AggregateNaming(mode=naming_raw.get("mode", "prefix"), separator=naming_raw.get("separator", "_"),
+                             max_length=int(naming_raw.get("max_length", MAX_LISTED_NAME)))
     source = MemorySource()
     store = StateStore(naming)
     adapter = MCPServerAdapter(source, store, interval=3600)

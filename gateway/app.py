@@ -211,7 +211,8 @@ class _StateCollector:
 class Gateway:
     def __init__(self, settings: Settings, source: RemoteClient | None = None) -> None:
         self.settings = settings
-        self.store = StateStore(AggregateNaming(settings.aggregate_naming, settings.aggregate_separator))
+        self.store = StateStore(AggregateNaming(settings.aggregate_naming, settings.aggregate_separator,
+                                                     settings.tool_name_max_length))
         self.clusters = ClusterManager(self.store, settings.balancing.policy())
         self.source = source if source is not None else make_source(settings)
         # Self-registered servers (the connect API) join the source's instances through this wrapper,

@@ -319,6 +319,10 @@ class Settings(BaseModel):
     """
     aggregate_separator: str = Field(default="_", min_length=1, max_length=3)
     """Between server and tool name on ``/mcp`` with ``prefix`` naming."""
+    tool_name_max_length: int = Field(default=64, ge=16, le=128)
+    """Longest tool name listed (many clients accept 64); a longer one is listed as its beginning, ``-`` and 8 hex
+    digits of its SHA-256 (the same on every replica), and the server's warnings say so.
+    """
     upstream_timeout: float = Field(default=30.0, gt=0)
     """Default seconds a tool call may take, every attempt included (per service or tool: ``balancing``)."""
     connect_token: str | None = Field(default=None, repr=False, min_length=16)

@@ -14,6 +14,7 @@ id wins (deterministic in any event order) and the conflict is reported.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,15 +32,50 @@ AGGREGATE = ""
 ServerPhase = Literal["serving", "stale", "pending", "error", "disabled"]
 
 
+MAX_LISTED_NAME = 64
+"""The longest tool name many clients accept (OpenAI's and Anthropic's function names, Cursor's tools)."""
+
+_HASH_CHARS = 8
+
+
 @dataclass(frozen=True, slots=True)
 class AggregateNaming:
-    """How tools are named on the aggregate endpoint."""
+    """How tools are named where they are listed: the aggregate endpoint's prefix, and the longest name.
+
+    A name longer than ``max_length`` is shortened deterministically: its
+    first characters, ``-``, and 8 hex digits of the SHA-256 of the whole
+    name, so the same tool always gets the same name on every replica and
+    two long names that share a beginning stay apart.  Each shortening is
+    reported in its server's warnings.
+    """
 
     mode: Literal["prefix", "bare"] = "prefix"
     separator: str = "_"
+    max_length: int = MAX_LISTED_NAME
+
+    def fit(self, name: str) -> str:
+        if len(name) <= self.max_length:
+            return name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_CHARS]
+        return f"{name[: self.max_length - _HASH_CHARS - 1]}-{digest}"
 
     def name(self, route: str, tool: str) -> str:
-        return f"{route}{self.separator}{tool}" if self.mode == "prefix" else tool
+        return self.fit(f"{route}{self.separator}{tool}" if self.mode == "prefix" else tool)
+
+    def renames(self, models: ServerModels) -> tuple[str, ...]:
+        """One warning per tool listed under a shortened name, on its server's endpoint or on /mcp."""
+        out: list[str] = []
+        route = models.route.name
+        for tool in models.tools:
+            own, aggregate = self.fit(tool.name), self.name(route, tool.name)
+            full = f"{route}{self.separator}{tool.name}" if self.mode == "prefix" else tool.name
+            if own != tool.name:
+                out.append(f"tool {tool.name} is listed as {own} on /mcp/{route}: its name is longer than "
+                           f"{self.max_length} characters (tool_name_max_length)")
+            if aggregate != full:
+                out.append(f"tool {tool.name} is listed as {aggregate} on /mcp: {full} is longer than "
+                           f"{self.max_length} characters (tool_name_max_length)")
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +249,8 @@ class _Builder:
             else:
                 winner: ServerModels = self.servers[claims[0]]
                 self.routes[route] = winner.route
-                tools = immutables.Map({t.name: t for t in winner.tools})
+                fit = self.state.naming.fit
+                tools = immutables.Map({fit(t.name): t for t in winner.tools})
                 self.endpoints[route] = tools
                 after = _tool_view(tools)
             if before != after or (route in self.state.endpoints) != bool(claims):
@@ -341,7 +378,7 @@ class StateStore:
                 updated_at=now,
                 tools=len(models.tools),
                 revision=models.fingerprint[:8],
-                warnings=models.warnings,
+                warnings=models.warnings + state.naming.renames(models),
             )
             if unchanged and old_status is not None and _same_status(old_status, status):
                 return None
@@ -414,7 +451,7 @@ class StateStore:
                 updated_at=now,
                 tools=len(serving.tools) if serving else 0,
                 revision=serving.fingerprint[:8] if serving else None,
-                warnings=serving.warnings if serving else (),
+                warnings=serving.warnings + state.naming.renames(serving) if serving else (),
             )
             if old_status is not None and _same_status(old_status, status):
                 return None

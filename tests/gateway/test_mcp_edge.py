@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mcp.server.connection import Connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 
+import tests.gateway.edge as edge_module
 from mcpgw.gateway.settings import load_settings
 from tests.gateway.edge import Edge, Wire, edge_gateway, result_text
 
@@ -184,3 +186,34 @@ def test_session_bounds_come_from_the_settings_file_or_the_environment(tmp_path:
     config = tmp_path / "c.yaml"
     config.write_text("sessions:\n  max_per_client: 3\n")
     assert load_settings(config, {}, env={}).sessions.max_per_client == 3
+
+
+# -- names clients accept ----------------------------------------------------------------------------
+
+
+async def test_a_tool_whose_name_is_too_long_for_clients_is_listed_and_called_by_its_short_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_name = "echo_" + "the_arguments_back_" * 5  # 100 characters: valid MCP, too long for most clients
+    monkeypatch.setattr(edge_module, "EDGE_TOOLS", [*edge_module.EDGE_TOOLS, edge_module.tool(
+        long_name, {"requestTemplate": {"url": "/long", "method": "GET", "argsToUrlParam": True},
+                    "responseTemplate": {}}, {"q": {"type": "string"}})])
+    async with edge_gateway(tmp_path) as edge, edge.wire() as own, edge.wire("/mcp") as aggregate:
+        for wire in (own, aggregate):
+            assert (await wire.initialize()).status_code == 200
+        own_names = [t["name"] for t in (await own.list_tools()).json()["result"]["tools"]]
+        aggregate_names = [t["name"] for t in (await aggregate.list_tools()).json()["result"]["tools"]]
+        short_own = next(n for n in own_names if n.startswith("echo_the"))
+        short_aggregate = next(n for n in aggregate_names if n.startswith("weather_echo_the"))
+        assert max(len(n) for n in own_names + aggregate_names) == 64
+        for wire, name in ((own, short_own), (aggregate, short_aggregate)):
+            answer = await wire.call(name, {"q": name[-8:]})
+            assert name[-8:] in result_text(answer)
+        unknown = await own.call(long_name, {"q": "x"})
+        async with httpx.AsyncClient(trust_env=False) as http:
+            state = (await http.get(edge.url + "/admin/state")).json()
+    assert [r["path"] for r in edge.backend.received[-2:]] == ["/long", "/long"]
+    assert "unknown tool" in unknown.json()["error"]["message"]
+    weather = next(s for s in state["servers"].values() if s["name"] == "weather")
+    assert any(f"listed as {short_own} on /mcp/weather" in w for w in weather["warnings"])
+    assert any(f"listed as {short_aggregate} on /mcp:" in w for w in weather["warnings"])

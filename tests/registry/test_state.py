@@ -169,3 +169,34 @@ def test_incremental_state_equals_state_built_from_scratch(ops: list[tuple[str, 
     assert dict(a.clusters) == dict(b.clusters)
     assert {k: dict(v) for k, v in a.endpoints.items() if v} == {k: dict(v) for k, v in b.endpoints.items() if v}
     assert a.conflicts() == b.conflicts()
+
+
+def test_names_longer_than_clients_accept_are_shortened_deterministically_and_reported() -> None:
+    stem = "get_the_current_weather_forecast_for_a_city_by_its_name_and_country"  # 68 characters
+    tools = [stem + "_daily", stem + "_hourly", "short"]
+    store = StateStore()
+    store.apply(make_server("s1", "weather", tools))
+    state = store.current
+    own, aggregate = sorted(state.tools("weather") or {}), sorted(state.tools(AGGREGATE) or {})
+    assert own[-1] == "short" and "weather_short" in aggregate
+    shortened = [n for n in own + aggregate if n not in ("short", "weather_short")]
+    assert len(shortened) == 4 and len(set(shortened)) == 4  # two long names sharing a beginning stay apart
+    assert all(len(n) == 64 and n[-9] == "-" for n in shortened)
+    assert {state.tools("weather")[n].name for n in own[:2]} == set(tools[:2])  # type: ignore[index]
+    # The same names on another replica, and reported where operators look.
+    again = StateStore()
+    again.apply(make_server("s9", "weather", tools))
+    assert sorted(again.current.tools(AGGREGATE) or {}) == aggregate
+    warnings = state.statuses["s1"].warnings
+    assert len(warnings) == 4 and all("longer than 64 characters" in w for w in warnings)
+    assert any(f"listed as {n} on /mcp:" in w for w in warnings for n in aggregate if n != "weather_short")
+    assert not [w for w in warnings if "short " in w]
+
+
+def test_the_longest_listed_name_is_configurable() -> None:
+    store = StateStore(AggregateNaming(max_length=20))
+    store.apply(make_server("s1", "weather", ["forecast_for_tomorrow"]))  # 21 characters
+    state = store.current
+    (own,) = state.tools("weather") or {}
+    (aggregate,) = state.tools(AGGREGATE) or {}
+    assert len(own) == len(aggregate) == 20 and own.startswith("forecast_fo") and aggregate.startswith("weather_for")
