@@ -9,7 +9,12 @@ Three ways to serve the same backend call, each measured with the same load
       responses) whose tool calls the backend — what a user would write instead;
   (c) mcpgw serving a files tree whose REST tool points at the backend.
 (b) and (c) are called over Streamable HTTP, by default with the official SDK client; (d), a
-direct-response tool of mcpgw, shows what the MCP round trip alone costs.
+direct-response tool of mcpgw, shows what the MCP round trip alone costs.  (e) and (f) are (c)
+with the front door on (a second gateway process configured with an API key and a JWT provider
+whose JWKS the backend process serves): callers present an API key, then a JWT (RS256).  After the
+tables, the front door's own cost per request is measured in this process, on the middleware
+alone (no network, no MCP), without authentication, with an API key and with a JWT whose keys
+are cached: the "added cost per call" of authentication.
 
     python bench/dataplane.py --concurrency 1,4,16   # one table per concurrency
     python bench/dataplane.py --client sdk,wire      # the SDK client, then a lean wire-level one
@@ -39,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,7 +61,7 @@ def free_port() -> int:
 # -- roles (each runs in its own process) ---------------------------------------
 
 
-def role_backend(port: int) -> None:
+def role_backend(port: int, jwks: str) -> None:
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -65,8 +71,13 @@ def role_backend(port: int) -> None:
     async def item(request: Request) -> JSONResponse:
         return JSONResponse({"q": request.query_params.get("q"), "value": 42})
 
-    uvicorn.run(Starlette(routes=[Route("/item", item)]), host="127.0.0.1", port=port, log_level="error",
-                access_log=False)
+    published = json.loads(Path(jwks).read_text())
+
+    async def keys(request: Request) -> JSONResponse:
+        return JSONResponse(published)
+
+    uvicorn.run(Starlette(routes=[Route("/item", item), Route("/jwks.json", keys)]), host="127.0.0.1", port=port,
+                log_level="error", access_log=False)
 
 
 def role_sdk(port: int, backend: int) -> None:
@@ -87,7 +98,41 @@ def role_sdk(port: int, backend: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
-def role_mcpgw(port: int, backend: int) -> None:
+API_KEY = "bench-api-key-0123456789abcdef"
+ISSUER = "https://id.bench.invalid"
+
+
+class Credentials:
+    """The API key and a JWT (RS256) the authenticated gateway accepts, and the JWKS that verifies it."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from jwt.algorithms import RSAAlgorithm
+
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public: dict[str, object] = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+        self.jwks = {"keys": [{**public, "kid": "bench-1", "use": "sig", "alg": "RS256"}]}
+        self._private = private
+        self.token = self.new_token()
+
+    def new_token(self, sub: str = "bench") -> str:
+        import jwt
+
+        now = int(time.time())
+        return jwt.encode({"iss": ISSUER, "aud": "mcpgw", "sub": sub, "iat": now, "exp": now + 3600,
+                           "scope": "bench"}, self._private, algorithm="RS256", headers={"kid": "bench-1"})
+
+    @staticmethod
+    def auth(jwks_url: str) -> dict[str, object]:
+        import hashlib
+
+        return {"api_keys": [{"name": "bench", "key_sha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+                              "allow": ["bench/*"]}],
+                "jwt": {"jwks_url": jwks_url, "issuer": ISSUER, "audience": "mcpgw",
+                        "rules": [{"claim": "scope", "value": "bench", "allow": ["bench/*"]}]}}
+
+
+def role_mcpgw(port: int, backend: int, auth: bool = False) -> None:
     import logging
 
     import structlog
@@ -110,7 +155,8 @@ def role_mcpgw(port: int, backend: int) -> None:
     naming = tree / "naming/public/DEFAULT_GROUP/backend.json"
     naming.parent.mkdir(parents=True)
     naming.write_text(json.dumps([{"ip": "127.0.0.1", "port": backend}]))
-    gateway = Gateway(Settings(files=tree, log_level="warning"))
+    extra: dict[str, Any] = {"auth": Credentials.auth(f"http://127.0.0.1:{backend}/jwks.json")} if auth else {}
+    gateway = Gateway(Settings.model_validate({"files": tree, "log_level": "warning", **extra}))
     uvicorn.run(gateway.asgi(), host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
@@ -201,10 +247,12 @@ class WireSession:
 
     VERSION = "2025-11-25"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credential: str | None = None) -> None:
         self.url = url
         self.headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
                         "mcp-protocol-version": self.VERSION}
+        if credential is not None:
+            self.headers["authorization"] = f"Bearer {credential}"
         self.next_id = 0
 
     async def __aenter__(self) -> WireSession:
@@ -247,9 +295,12 @@ class WireSession:
 
 
 async def measure_mcp(
-    url: str, tool: str, concurrency: int, seconds: float, meter: CpuMeter, client: str = "sdk"
+    url: str, tool: str, concurrency: int, seconds: float, meter: CpuMeter, client: str = "sdk",
+    credential: str | None = None,
 ) -> tuple[int, list[float], dict[str, float | None]]:
+    import httpx2
     from mcp.client import Client
+    from mcp.client.streamable_http import streamable_http_client
 
     latencies: list[float] = []
     ready = asyncio.Barrier(concurrency + 1)
@@ -258,7 +309,9 @@ async def measure_mcp(
 
     async def sdk_worker() -> None:
         # The SDK client's task groups must be entered and left by the same task.
-        async with Client(url, mode="legacy", cache=None) as session:
+        headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http, \
+                Client(streamable_http_client(url, http_client=http), mode="legacy", cache=None) as session:
             await session.call_tool(tool, {"q": "warm-up"})
             await ready.wait()
             await start.wait()
@@ -270,7 +323,7 @@ async def measure_mcp(
                 latencies.append((time.perf_counter() - started) * 1e3)
 
     async def wire_worker() -> None:
-        async with WireSession(url) as session:
+        async with WireSession(url, credential) as session:
             await session.call_tool(tool, {"q": "warm-up"})
             await ready.wait()
             await start.wait()
@@ -298,9 +351,10 @@ def report(name: str, count: int, latencies: list[float], cpu: dict[str, float |
     def ms(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    load = cpu.get("load")
-    if load is not None:
-        row["cpu load"] = load
+    for key in ("load", "server"):
+        value = cpu.get(key)
+        if value is not None:
+            row[f"cpu {key}"] = value
     print(f"{name:<44} {row['calls/s']:>9.0f} {row['p50 ms']:>8.2f} {row['p99 ms']:>8.2f} "
           f"{ms(cpu.get('load')):>9} {ms(cpu.get('server')):>9} {ms(cpu.get('backend')):>9}")
     return row
@@ -317,21 +371,28 @@ def cli() -> None:
     parser.add_argument("--role")
     parser.add_argument("--port", type=int)
     parser.add_argument("--backend", type=int)
+    parser.add_argument("--jwks")
+    parser.add_argument("--front-door-requests", type=int, default=20_000,
+                        help="requests per variant of the in-process front-door measurement (0: skip it)")
     args = parser.parse_args()
     if args.role:
-        {"backend": lambda: role_backend(args.port), "sdk": lambda: role_sdk(args.port, args.backend),
-         "mcpgw": lambda: role_mcpgw(args.port, args.backend)}[args.role]()
+        {"backend": lambda: role_backend(args.port, args.jwks), "sdk": lambda: role_sdk(args.port, args.backend),
+         "mcpgw": lambda: role_mcpgw(args.port, args.backend),
+         "mcpgw-auth": lambda: role_mcpgw(args.port, args.backend, auth=True)}[args.role]()
         return
-    backend, sdk, gw = free_port(), free_port(), free_port()
+    credentials = Credentials()
+    jwks = Path(tempfile.mkdtemp(prefix="mcpgw-bench-")) / "jwks.json"
+    jwks.write_text(json.dumps(credentials.jwks))
+    ports = {"backend": free_port(), "sdk": free_port(), "mcpgw": free_port(), "mcpgw-auth": free_port()}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [
-        subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--backend", str(backend)],
-                         env=env)
-        for role, port in (("backend", backend), ("sdk", sdk), ("mcpgw", gw))
+        subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port),
+                          "--backend", str(ports["backend"]), "--jwks", str(jwks)], env=env)
+        for role, port in ports.items()
     ]
-    pids = {role: p.pid for role, p in zip(("backend", "sdk", "mcpgw"), procs, strict=True)}
+    pids = {role: p.pid for role, p in zip(ports, procs, strict=True)}
     try:
-        asyncio.run(main(args, backend, sdk, gw, pids))
+        asyncio.run(main(args, ports, pids, credentials))
     finally:
         for p in procs:
             p.terminate()
@@ -339,17 +400,70 @@ def cli() -> None:
             p.wait(10)
 
 
-async def main(args: argparse.Namespace, backend: int, sdk: int, gw: int, pids: dict[str, int]) -> None:
-    for port in (backend, sdk, gw):
+async def main(args: argparse.Namespace, ports: dict[str, int], pids: dict[str, int],
+               credentials: Credentials) -> None:
+    for port in ports.values():
         await wait_listening(port)
     concurrencies = [int(c) for c in str(args.concurrency).split(",")]
     for client in str(args.client).split(","):
         for concurrency in concurrencies:
-            await table(concurrency, args.seconds, backend, sdk, gw, pids, client)
+            await table(concurrency, args.seconds, ports, pids, client, credentials)
+    if args.front_door_requests:
+        await front_door_cost(args.front_door_requests, f"http://127.0.0.1:{ports['backend']}/jwks.json",
+                              credentials)
 
 
-async def table(concurrency: int, seconds: float, backend: int, sdk: int, gw: int, pids: dict[str, int],
-                client: str) -> None:
+async def front_door_cost(requests: int, jwks_url: str, credentials: Credentials) -> None:
+    """CPU per request of the front door alone: the middleware around an app that answers at once."""
+    from mcpgw.gateway.frontdoor import AuthSettings, FrontDoor
+
+    async def inner(scope: object, receive: object, send: Callable[[dict[str, object]], Awaitable[None]]) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise RuntimeError(f"the front door answered {message['status']}")
+
+    def scope(credential: str | None) -> dict[str, object]:
+        headers = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json")]
+        if credential is not None:
+            headers.append((b"authorization", f"Bearer {credential}".encode()))
+        return {"type": "http", "method": "POST", "path": "/mcp/bench", "raw_path": b"/mcp/bench",
+                "query_string": b"", "headers": headers, "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", 8080), "scheme": "http"}
+
+    fresh = [credentials.new_token(f"user-{i}") for i in range(min(requests, 2_000))]
+    auth = AuthSettings.model_validate(Credentials.auth(jwks_url))
+    variants: dict[str, tuple[AuthSettings | None, list[str | None]]] = {
+        "no authentication (loopback caller)": (None, [None]),
+        "API key": (auth, [API_KEY]),
+        "JWT, keys cached": (auth, [credentials.token]),
+        "JWT, a new token each request": (auth, list(fresh)),
+    }
+    print(f"\nthe front door alone, in this process, up to {requests} requests each (CPU per request)")
+    costs: dict[str, float] = {}
+    for name, (settings, presented) in variants.items():
+        door = FrontDoor(inner, settings)
+        await door(scope(credentials.new_token("warm-up") if settings else None), receive, send)  # type: ignore[arg-type]
+        rounds = requests if len(presented) == 1 else len(presented)
+        started = time.process_time()
+        for i in range(rounds):
+            await door(scope(presented[i % len(presented)]), receive, send)  # type: ignore[arg-type]
+        costs[name] = (time.process_time() - started) / rounds * 1e6
+        print(f"  {name:<40} {costs[name]:>8.1f} µs")
+    base = costs["no authentication (loopback caller)"]
+    for name in ("API key", "JWT, keys cached", "JWT, a new token each request"):
+        added = costs[name] - base
+        print(f"  added by {name}: {added:.1f} µs per call (target <= 50 µs: {'met' if added <= 50 else 'MISSED'})")
+
+
+async def table(concurrency: int, seconds: float, ports: dict[str, int], pids: dict[str, int],
+                client: str, credentials: Credentials) -> None:
+    backend, sdk, gw, gw_auth = ports["backend"], ports["sdk"], ports["mcpgw"], ports["mcpgw-auth"]
     print(f"\nconcurrency {concurrency}, {seconds:g} s each, MCP load generator: {client} client; "
           "CPU columns: ms of CPU per call in each process")
     print(f"{'':<44} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu load':>9} {'cpu srv':>9} {'cpu back':>9}")
@@ -363,10 +477,22 @@ async def table(concurrency: int, seconds: float, backend: int, sdk: int, gw: in
         f"http://127.0.0.1:{gw}/mcp/bench", "get_item", concurrency, seconds, via_gw, client), seconds)
     d = report("(d) mcpgw direct-response tool (no backend)", *await measure_mcp(
         f"http://127.0.0.1:{gw}/mcp/bench", "echo", concurrency, seconds, via_gw, client), seconds)
+    via_auth = CpuMeter({"server": pids["mcpgw-auth"], "backend": pids["backend"]})
+    e = report("(e) mcpgw, front door on: API key", *await measure_mcp(
+        f"http://127.0.0.1:{gw_auth}/mcp/bench", "get_item", concurrency, seconds, via_auth, client,
+        API_KEY), seconds)
+    f = report("(f) mcpgw, front door on: JWT (RS256)", *await measure_mcp(
+        f"http://127.0.0.1:{gw_auth}/mcp/bench", "get_item", concurrency, seconds, via_auth, client,
+        credentials.token), seconds)
     added = c["p50 ms"] - a["p50 ms"]
     print(f"(c)/(b) throughput: {c['calls/s'] / b['calls/s']:.2f}x (target >= 1.0x)")
     print(f"(c) p50 minus (a) p50: {added:.2f} ms (target <= 2 ms: {'met' if added <= 2 else 'MISSED'})")
     print(f"(d) p50, the MCP round trip alone ({client} client + gateway, no backend): {d['p50 ms']:.2f} ms")
+    for label, row in (("(e) API key", e), ("(f) JWT", f)):
+        cpu = (f"; gateway CPU per call {(row['cpu server'] - c['cpu server']) * 1e3:+.0f} µs"
+               if "cpu server" in row and "cpu server" in c else "")
+        print(f"{label}: {row['calls/s'] / c['calls/s']:.2f}x the calls/s of (c); "
+              f"p50 {row['p50 ms'] - c['p50 ms']:+.2f} ms{cpu}")
     load_cpu = c.get("cpu load")
     if load_cpu is not None:
         # One load-generator process serves all C callers, so it finishes at most 1/cpu calls a second and,

@@ -334,13 +334,16 @@ def _local_gateway_url() -> str:
 def cmd_state(args: argparse.Namespace) -> int:
     base = args.url if args.url is not None else _local_gateway_url()
     url = base.rstrip("/") + "/admin/state"
+    token = args.token if args.token is not None else os.environ.get("MCPGW_ADMIN_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(url, timeout=5.0, trust_env=False)
+        response = httpx.get(url, timeout=5.0, trust_env=False, headers=headers)
         response.raise_for_status()
         doc = response.json()
     except httpx.HTTPStatusError as exc:
+        refused = exc.response.status_code in (401, 403)
         return _fail(f"the gateway at {base} answered {exc.response.status_code} for /admin/state"
-                     + ("; give its admin credential" if exc.response.status_code in (401, 403) else ""), EXIT_TARGET)
+                     + ("; give its admin token (--token, or MCPGW_ADMIN_TOKEN)" if refused else ""), EXIT_TARGET)
     except httpx.HTTPError as exc:
         return _fail(f"cannot read the gateway state at {url}: {exc or type(exc).__name__}; is it running "
                      "(mcpgw serve), and on this address (--url, or MCPGW_HOST / MCPGW_PORT)?", EXIT_TARGET)
@@ -597,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("--url", help="the gateway's base URL (default: http://127.0.0.1:8080, or the "
                        "MCPGW_HOST / MCPGW_PORT a local serve uses)")
     state.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    state.add_argument("--token", help="the gateway's admin token, when it has one (default: MCPGW_ADMIN_TOKEN; "
+                       "the variable keeps it out of the process list)")
     state.set_defaults(func=cmd_state)
 
     register = sub.add_parser(

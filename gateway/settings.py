@@ -387,8 +387,10 @@ class Settings(BaseModel):
 
 ENV_PREFIX = "MCPGW_"
 
-_TEST_VARIABLES = frozenset({"MCPGW_REAL_NACOS", "MCPGW_WRAPPER_PYTHON", "MCPGW_CHROMIUM", "MCPGW_TEST_NACOS"})
-"""MCPGW_* variables the test suite reads; not settings, and not worth a warning."""
+_TEST_VARIABLES = frozenset({"MCPGW_REAL_NACOS", "MCPGW_WRAPPER_PYTHON", "MCPGW_CHROMIUM", "MCPGW_TEST_NACOS",
+                             "MCPGW_ADMIN_TOKEN"})
+"""MCPGW_* variables that are not settings and not worth a warning: the test suite's, and the admin token
+``mcpgw state`` presents."""
 
 
 def env_name(field_name: str) -> str:

@@ -137,3 +137,27 @@ async def test_state_finds_the_gateway_a_local_serve_would_start_from_mcpgw_port
         out = capsys.readouterr().out
     doc = json.loads(out[out.index("{\n"):])
     assert doc["ready"] is True and {s["name"] for s in doc["servers"].values()} == {"weather", "gateway-info"}
+
+
+async def test_state_of_a_gateway_with_an_admin_token_needs_it_and_says_where_to_give_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import hashlib
+
+    from tests.gateway.edge import edge_gateway
+
+    token = "state-admin-token-0123456789"
+    auth = {"admin_token_sha256": hashlib.sha256(token.encode()).hexdigest()}
+    async with edge_gateway(tmp_path, auth=auth) as edge:
+        capsys.readouterr()
+        refused = await asyncio.to_thread(main, ["state", "--url", edge.url])
+        refused_err = capsys.readouterr().err
+        wrong = await asyncio.to_thread(main, ["state", "--url", edge.url, "--token", "not-the-token"])
+        capsys.readouterr()
+        monkeypatch.setenv("MCPGW_ADMIN_TOKEN", token)
+        from_env = await asyncio.to_thread(main, ["state", "--url", edge.url, "--json"])
+        out = capsys.readouterr().out
+    assert (refused, wrong, from_env) == (3, 3, 0)
+    assert "answered 401" in refused_err and "MCPGW_ADMIN_TOKEN" in refused_err
+    assert json.loads(out[out.index("{\n"):])["ready"] is True

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from mcpgw.gateway.cli import build_parser
-from mcpgw.gateway.settings import Settings, env_name
+from mcpgw.gateway.settings import Settings, env_name, load_settings
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 SETTINGS_VARIABLES = {env_name(name) for name in Settings.model_fields}
@@ -71,3 +71,6 @@ def test_the_compose_file_runs_the_gateway_against_its_nacos_with_settings_that_
     published = {int(p.split(":")[1]) for p in services["nacos"]["ports"]}
     assert {8848, 8848 + 1000} <= published  # the SDK derives the gRPC port from the HTTP one
     assert "8080:8080" in gateway["ports"]
+    # Port publishing makes every caller non-loopback: the gateway must be given credentials to serve them.
+    settings = load_settings(None, {"nacos": args.nacos}, env={k: str(v) for k, v in gateway["environment"].items()})
+    assert settings.auth.api_keys and settings.auth.admin_digest() is not None

@@ -12,8 +12,10 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +24,7 @@ import jwt
 import mcp_types as types
 import pytest
 import structlog
+import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from mcp.client import Client
@@ -34,6 +37,7 @@ from starlette.routing import Route
 
 import mcpgw.gateway.frontdoor as frontdoor
 from mcpgw.gateway.frontdoor import FrontDoor, RateLimited, RateLimiter, RateLimitSettings
+from mcpgw.gateway.settings import DEMO_TREE, load_settings
 from tests.gateway import serving, text
 from tests.gateway.edge import TOOLS, Edge, edge_gateway
 
@@ -41,6 +45,7 @@ CI_KEY = "ci-bot-key-0123456789abcdef"
 FULL_KEY = "full-key-0123456789abcdef00"
 ADMIN = "admin-token-0123456789abcdef"
 ISSUER = "https://id.example.test"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def sha(text_: str) -> str:
@@ -374,3 +379,27 @@ async def test_without_authentication_only_loopback_callers_are_served_unless_al
     assert await status(opened, "203.0.113.7", "/metrics") == 403
     said = {event for event, _ in frontdoor.startup_warnings(frontdoor.AuthSettings(), "0.0.0.0")}
     assert said == {"auth.loopback_only", "auth.admin_loopback_only"}
+
+
+async def test_the_readme_securing_example_works_as_written(tmp_path: Any) -> None:
+    readme = README.read_text()
+    found = re.search(r"<!-- securing-example:start -->\n```yaml\n(.*?)```\n<!-- securing-example:end -->", readme,
+                      re.S)
+    assert found is not None, "README lost its securing example markers"
+    (tmp_path / "gateway.yaml").write_text(found.group(1))
+    loaded = load_settings(tmp_path / "gateway.yaml", {"files": DEMO_TREE})
+    assert loaded.host == "0.0.0.0" and loaded.auth.jwt is not None and loaded.audit.enabled
+    documented = yaml.safe_load(found.group(1))
+    del documented["host"]
+    key = re.search(r"this one: (demo-ci-key-\S+)\)", found.group(1))
+    token = re.search(r"this one: (demo-admin-token-\S+)\)", found.group(1))
+    assert key is not None and token is not None
+    async with edge_gateway(tmp_path, **documented) as edge, httpx.AsyncClient(trust_env=False) as http:
+        async with asyncio.timeout(10), sdk(edge, key.group(1), "/mcp") as session:
+            listed = await names(session)
+        refused = await http.post(edge.url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        basic = base64.b64encode(f"anyone:{token.group(1)}".encode()).decode()
+        admin = await http.get(edge.url + "/admin/state", headers={"authorization": f"Basic {basic}"})
+        anonymous_admin = await http.get(edge.url + "/admin/state")
+    assert listed == {"weather_get_city", "weather_get_forecast", "gateway-info_greet"}
+    assert refused.status_code == 401 and admin.status_code == 200 and anonymous_admin.status_code == 401
