@@ -128,7 +128,7 @@ def state_document(
                             for where, problem in sorted((source_problems or {}).items())],
         "discovery": {"listing_problem": listing_problem},
         "summary": describe_state(state),
-        **({"server_register": register.statistics()} if register is not None else {}),
+        **({"server_register": register.get_statistics()} if register is not None else {}),
         **({"listing": listing} if listing is not None else {}),
     }
 

@@ -340,7 +340,7 @@ class ConnectApi:
         name = register_name(key)
         scheme: Literal["http", "https"] = "https" if body.metadata.get("protocol") == "https" else "http"
         try:
-            created = self._register.register(
+            created = self._register.connect(
                 name, body.serverId, body.host, body.port, weight=body.weight, metadata=body.metadata, scheme=scheme
             )
         except RegistrationError as exc:
@@ -386,7 +386,7 @@ class ConnectApi:
                 if deadline is not None:
                     document["expiresInSeconds"] = round(max(0.0, deadline - now), 3)
                 documents.append(document)
-        return JSONResponse({"namespace": self._source.namespace, "statistics": self._register.statistics(),
+        return JSONResponse({"namespace": self._source.namespace, "statistics": self._register.get_statistics(),
                              "servers": servers})
 
     async def _settle(self, name: str) -> bool:

@@ -171,7 +171,8 @@ class BalancingSettings(_Section):
 
     strategy: str = DEFAULT_STRATEGY
     """Balancing strategy of every cluster: smooth_weighted_round_robin, round_robin, random, weighted_random,
-    least_connections, response_time or consistent_hash (on the MCP session id).
+    least_connections, response_time, consistent_hash (on the MCP session id), or one a package adds (entry point
+    group ``mcpgw.balancers``).
     """
     try_timeout: float | None = Field(default=None, gt=0)
     """Seconds one attempt may take, so a retry has time left (default: no bound but ``timeout``)."""

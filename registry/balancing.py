@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
+import importlib.metadata
 import itertools
 import math
 import random
@@ -512,10 +513,100 @@ STRATEGIES: Final[tuple[str, ...]] = (
     "response_time",
     "consistent_hash",
 )
+"""The built-in strategies (each registered under the ``mcpgw.balancers`` entry point group like any plugin)."""
 DEFAULT_STRATEGY: Final = "smooth_weighted_round_robin"
 _ALIASES: Final[Mapping[str, str]] = MappingProxyType(
     {"weighted_round_robin": "smooth_weighted_round_robin", "swrr": "smooth_weighted_round_robin"}
 )
+
+ENTRY_POINT_GROUP: Final = "mcpgw.balancers"
+"""Where strategies are found by name: a package adds one with, in its pyproject.toml,
+``[project.entry-points."mcpgw.balancers"] fewest_errors = "my_package.module:factory"``, the factory being
+called as ``factory(rng=…, clock=…)`` and returning a ``Balancer``."""
+
+
+class BalancerFactory(Protocol):
+    def __call__(self, *, rng: random.Random | None, clock: Clock) -> Balancer: ...
+
+
+# The built-ins' factories, which the package's own entry points name.
+def smooth_weighted_round_robin(*, rng: random.Random | None, clock: Clock) -> Balancer:
+    return SmoothWeightedRoundRobin()
+
+
+def round_robin(*, rng: random.Random | None, clock: Clock) -> Balancer:
+    return RoundRobin()
+
+
+def random_choice(*, rng: random.Random | None, clock: Clock) -> Balancer:
+    return RandomChoice(rng=rng)
+
+
+def weighted_random(*, rng: random.Random | None, clock: Clock) -> Balancer:
+    return WeightedRandom(rng=rng)
+
+
+def least_connections(*, rng: random.Random | None, clock: Clock) -> Balancer:
+    return LeastConnections(rng=rng)
+
+
+def response_time(*, rng: random.Random | None, clock: Clock) -> Balancer:
+    return ResponseTime(rng=rng, clock=clock)
+
+
+def consistent_hash(*, rng: random.Random | None, clock: Clock) -> Balancer:
+    return ConsistentHash()
+
+
+_factories: dict[str, BalancerFactory] = {}
+_discovered: dict[str, importlib.metadata.EntryPoint] | None = None
+_discovery_lock = threading.Lock()
+
+
+def _canonical(name: str) -> str:
+    normalised = name.strip().lower().replace("-", "_")
+    return _ALIASES.get(normalised, normalised)
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    global _discovered
+    found = _discovered
+    if found is None:
+        with _discovery_lock:
+            found = _discovered
+            if found is None:
+                found = {}
+                for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+                    name = _canonical(entry.name)
+                    if name in found and found[name].value != entry.value:
+                        log.warning("balancing.strategy_shadowed", strategy=name, kept=found[name].value,
+                                    ignored=entry.value)
+                        continue
+                    found[name] = entry
+                _discovered = found
+    return found
+
+
+def refresh_strategies() -> None:
+    """Forget the entry points found so far: the next lookup scans the installed packages again."""
+    global _discovered
+    with _discovery_lock:
+        _discovered = None
+        _factories.clear()
+
+
+def register_strategy(name: str, factory: BalancerFactory) -> None:
+    """Add a strategy at run time (what an entry point does at install time); a later one of a name wins."""
+    canonical = _canonical(name)
+    if not canonical.replace("_", "").isalnum():
+        raise BalancingConfigError(f"a strategy name is letters, digits, '_' and '-', not {name!r}")
+    _factories[canonical] = factory
+
+
+def available_strategies() -> tuple[str, ...]:
+    """Every strategy name known: the built-ins first, then those of plugins, sorted."""
+    names = set(_entry_points()) | set(_factories)
+    return (*(n for n in STRATEGIES if n in names), *sorted(names - set(STRATEGIES)))
 
 
 def strategy_name(name: str, *, where: str = "") -> str:
@@ -523,32 +614,48 @@ def strategy_name(name: str, *, where: str = "") -> str:
 
     Raises ``BalancingConfigError`` listing the valid names when it is unknown.
     """
-    normalised = name.strip().lower().replace("-", "_")
-    normalised = _ALIASES.get(normalised, normalised)
-    if normalised not in STRATEGIES:
+    normalised = _canonical(name)
+    if normalised not in _factories and normalised not in _entry_points():
         place = f" {where}" if where else ""
+        known = available_strategies()
+        hint = ("" if known else " (no strategy is registered at all: is mcpgw installed, `pip install -e .`, "
+                "so that its entry points exist?)")
         raise BalancingConfigError(
-            f"unknown load-balancing strategy {name!r}{place}; use one of: {', '.join(STRATEGIES)}."
+            f"unknown load-balancing strategy {name!r}{place}; use one of: {', '.join(known)}{hint}."
         )
     return normalised
+
+
+def _factory(name: str) -> BalancerFactory:
+    strategy = strategy_name(name)
+    factory = _factories.get(strategy)
+    if factory is None:
+        entry = _entry_points()[strategy]
+        try:
+            loaded = entry.load()
+        except Exception as exc:
+            raise BalancingConfigError(
+                f"load-balancing strategy {strategy!r} ({entry.value}, from the {ENTRY_POINT_GROUP} entry points) "
+                f"cannot be loaded: {type(exc).__name__}: {exc}. Fix or uninstall the package that provides it."
+            ) from exc
+        if not callable(loaded):
+            raise BalancingConfigError(f"load-balancing strategy {strategy!r} ({entry.value}) is not callable")
+        factory = _factories[strategy] = loaded
+    return factory
 
 
 def make_balancer(name: str, *, rng: random.Random | None = None, clock: Clock = time.monotonic) -> Balancer:
     """A fresh balancer of strategy ``name``; ``rng`` and ``clock`` make it deterministic in tests."""
     strategy = strategy_name(name)
-    if strategy == "smooth_weighted_round_robin":
-        return SmoothWeightedRoundRobin()
-    if strategy == "round_robin":
-        return RoundRobin()
-    if strategy == "random":
-        return RandomChoice(rng=rng)
-    if strategy == "weighted_random":
-        return WeightedRandom(rng=rng)
-    if strategy == "least_connections":
-        return LeastConnections(rng=rng)
-    if strategy == "response_time":
-        return ResponseTime(rng=rng, clock=clock)
-    return ConsistentHash()
+    balancer = _factory(strategy)(rng=rng, clock=clock)
+    if not callable(getattr(balancer, "pick", None)):
+        raise BalancingConfigError(f"load-balancing strategy {strategy!r} made {type(balancer).__name__}, which has "
+                                   "no pick(instances, key=..., exclude=...)")
+    for hook in ("on_start", "on_finish"):
+        if not callable(getattr(balancer, hook, None)):
+            raise BalancingConfigError(f"load-balancing strategy {strategy!r} made {type(balancer).__name__}, "
+                                       f"which has no {hook}(): derive it from a built-in or add the hook")
+    return balancer
 
 
 @dataclass(frozen=True, slots=True)

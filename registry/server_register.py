@@ -8,6 +8,18 @@ design (a Java ``McpMemoryRegister``) keeps many instances under one name,
 each with a unique id, drops a name's record when its last instance goes,
 and selects healthy, enabled, active instances by load balancing.
 
+The design's API is here under its own names, on its server model
+(``McpServer``: id, name, host, port, ``McpTransportType``, ``McpServerStatus``):
+``register``, ``unregister``, ``get_server``, ``get_servers_by_name``,
+``get_server_by_load_balance``, ``has_server``, ``get_server_count``,
+``get_all_servers`` (a list) and ``get_statistics``. Its load-balanced pick
+takes ACTIVE servers only, by the register's strategy (round robin unless
+named otherwise, any name of the ``mcpgw.balancers`` entry points), and
+answers None when none is active: panic mode is a data-plane policy of
+``select`` and the clusters, off for this API. The gateway's own paths use
+``connect``/``select``, which keep the connect origin's transport and scheme
+and the data plane's outlier ejection and panic mode.
+
 The two origins are kept apart because they flow in opposite directions.
 Connected instances must reach the gateway's clusters, so subscribers (the
 overlay) hear of every connect-origin change and re-deliver it into the
@@ -32,18 +44,19 @@ is released so they may call back into the register.
 
 from __future__ import annotations
 
+import enum
 import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, get_args
 
 import immutables
 import structlog
 
-from mcpgw.registry.balancing import BalancingPolicy, Clock, ClusterRuntime
+from mcpgw.registry.balancing import Balancer, BalancingPolicy, Clock, ClusterRuntime, make_balancer, strategy_name
 from mcpgw.registry.errors import McpgwError
 from mcpgw.registry.models import Instance
 
@@ -60,6 +73,51 @@ Subscriber = Callable[[str], None]
 
 class RegistrationError(McpgwError, ValueError):
     """A registration that cannot be accepted (empty name, bad port, negative weight, ...)."""
+
+
+class McpServerStatus(enum.StrEnum):
+    """The design's ``McpServerStatus``: only ``ACTIVE`` servers are chosen by ``get_server_by_load_balance``."""
+
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+    """Disabled (Nacos ``enabled: false``): registered, never chosen."""
+    UNHEALTHY = "UNHEALTHY"
+    """Failing its health check (Nacos ``healthy: false``): registered, not chosen."""
+
+
+class McpTransportType(enum.StrEnum):
+    """The design's ``McpTransportType``: how the gateway talks to the server."""
+
+    STREAMABLE_HTTP = "mcp-streamable"
+    SSE = "mcp-sse"
+    HTTP = "http"
+    HTTPS = "https"
+
+
+@dataclass(frozen=True, slots=True)
+class McpServer:
+    """The design's ``McpServer``: one instance of a named server, where it listens, and its status."""
+
+    id: str
+    name: str
+    host: str
+    port: int
+    transport_type: McpTransportType = McpTransportType.STREAMABLE_HTTP
+    status: McpServerStatus = McpServerStatus.ACTIVE
+    weight: float = 1.0
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    origin: Origin = "connect"
+    """``connect`` (registered here) or ``source`` (mirrored from Nacos or the files tree)."""
+
+    @classmethod
+    def of(cls, name: str, instance: Instance, origin: Origin) -> McpServer:
+        transport = instance.metadata.get("transport", instance.scheme)
+        status = (McpServerStatus.INACTIVE if not instance.enabled
+                  else McpServerStatus.UNHEALTHY if not instance.healthy else McpServerStatus.ACTIVE)
+        return cls(id=instance.id, name=name, host=instance.host, port=instance.port,
+                   transport_type=McpTransportType(transport) if transport in TRANSPORTS
+                   else McpTransportType.HTTP, status=status, weight=instance.weight,
+                   metadata=instance.metadata, origin=origin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +154,12 @@ _NO_RECORD: Final = ServiceRecord()
 class ServerRegister:
     """Backend instances by service name and origin; thread-safe, lock-free on the read and select path."""
 
-    def __init__(self, policy: BalancingPolicy | None = None, *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, policy: BalancingPolicy | None = None, *, clock: Clock = time.monotonic,
+                 strategy: str = "round_robin") -> None:
         self._policy = policy or BalancingPolicy()
         self._clock = clock
+        self._strategy = strategy_name(strategy, where="for the server register")
+        self._design_balancers: dict[str, Balancer] = {}
         self._lock = threading.Lock()
         self._records: immutables.Map[str, ServiceRecord] = immutables.Map()
         # Only names someone selected from have a runtime; written under the lock, read without it.
@@ -107,7 +168,7 @@ class ServerRegister:
 
     # ------------------------------------------------------------------ connect origin
 
-    def register(
+    def connect(
         self,
         service_name: str,
         server_id: str,
@@ -188,6 +249,77 @@ class ServerRegister:
             self._commit({service_name: replace(record, connected=updated)})
         self._notify(service_name)
         return True
+
+    # ------------------------------------------------------------------ the design's register (McpMemoryRegister)
+
+    def register(self, server: McpServer) -> bool:
+        """Register ``server`` under its name (the connect origin); ``True`` when its id is new under that name.
+
+        Registering a known id again updates it in place (``False``). Its
+        ``status`` becomes the instance's health (``UNHEALTHY``) and enabled
+        flag (``INACTIVE``). Invalid servers raise ``RegistrationError``.
+        """
+        return self.connect(
+            server.name, server.id, server.host, server.port, weight=server.weight,
+            metadata={k: v for k, v in server.metadata.items() if k != "transport"},
+            transport=server.transport_type.value,
+            scheme="https" if server.transport_type is McpTransportType.HTTPS else "http",
+            healthy=server.status is not McpServerStatus.UNHEALTHY,
+            enabled=server.status is not McpServerStatus.INACTIVE,
+        )
+
+    def get_server(self, name: str, server_id: str) -> McpServer | None:
+        """The server with that id under ``name`` (the source's, when both origins have one), or None."""
+        record = self._records.get(name, _NO_RECORD)
+        return next((McpServer.of(name, i, origin) for i, origin in record.entries() if i.id == server_id), None)
+
+    def get_servers_by_name(self, name: str) -> list[McpServer]:
+        """Every server registered under ``name``, whatever its status, the source's first."""
+        return [McpServer.of(name, i, origin) for i, origin in self._records.get(name, _NO_RECORD).entries()]
+
+    def get_server_by_load_balance(self, name: str) -> McpServer | None:
+        """One ``ACTIVE`` server of ``name`` by the register's strategy (round robin unless told otherwise).
+
+        Only ACTIVE servers take part; None when none is (no panic mode here:
+        that is a data-plane policy of ``select`` and the clusters). Picks take
+        no lock.
+        """
+        record = self._records.get(name)
+        if record is None:
+            return None
+        active = tuple(i for i in record.served() if i.enabled and i.healthy)
+        if not active:
+            return None
+        balancer = self._design_balancers.get(name)
+        if balancer is None:
+            balancer = self._design_balancers.setdefault(name, make_balancer(self._strategy, clock=self._clock))
+        chosen = balancer.pick(active)
+        if chosen is None:
+            return None
+        origin: Origin = "source" if any(i is chosen for i in record.source) else "connect"
+        return McpServer.of(name, chosen, origin)
+
+    def has_server(self, name: str) -> bool:
+        """Whether any server is registered under ``name``."""
+        return name in self._records
+
+    def get_server_count(self, name: str | None = None) -> int:
+        """Servers registered under ``name``, or under every name when none is given."""
+        return self.count(name)
+
+    def get_all_servers(self) -> list[McpServer]:
+        """Every registered server, by name, the source's first within a name."""
+        return [McpServer.of(name, i, origin) for name, record in sorted(self._records.items())
+                for i, origin in record.entries()]
+
+    def get_statistics(self) -> dict[str, Any]:
+        """The design's ``getStatistics``: ``{totalServerNames, totalServers, serverCounts}``, plus
+        ``originCounts`` and ``statusCounts``."""
+        stats = self._counts()
+        statuses = dict.fromkeys((s.value for s in McpServerStatus), 0)
+        for server in self.get_all_servers():
+            statuses[server.status.value] += 1
+        return {**stats, "statusCounts": statuses}
 
     # ------------------------------------------------------------------ source origin
 
@@ -281,8 +413,7 @@ class ServerRegister:
         """Every service and its record: a consistent read-only snapshot."""
         return self._records
 
-    def statistics(self) -> dict[str, Any]:
-        """Counts in the design's shape, ``{totalServerNames, totalServers, serverCounts}``, plus ``originCounts``."""
+    def _counts(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         by_origin = {"connect": 0, "source": 0}
         for name, record in self._records.items():
@@ -357,6 +488,7 @@ class ServerRegister:
             else:
                 mutation.pop(name, None)
                 self._runtimes.pop(name, None)
+                self._design_balancers.pop(name, None)
         self._records = mutation.finish()
 
     def _notify(self, service_name: str) -> None:

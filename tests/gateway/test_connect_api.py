@@ -127,7 +127,8 @@ async def test_listing_shows_statistics_and_metadata_keys_but_no_values(running:
     doc = listing.json()
     assert doc["statistics"] == {"totalServerNames": 2, "totalServers": 2,
                                  "serverCounts": {"weather-api": 1, "mcp-endpoints@@amap::1.0.0": 1},
-                                 "originCounts": {"connect": 2, "source": 0}}
+                                 "originCounts": {"connect": 2, "source": 0},
+                                 "statusCounts": {"ACTIVE": 2, "INACTIVE": 0, "UNHEALTHY": 0}}
     [weather] = doc["servers"]["weather-api"]
     assert weather["serverId"] == "weather-1"
     assert "apiKey" in weather["metadataKeys"]
@@ -222,7 +223,8 @@ async def test_source_instances_are_listed_next_to_connected_ones_and_cannot_be_
     assert [(s["serverId"], s["origin"]) for s in doc["servers"]["weather-api"]] == [
         (SOURCE_INSTANCE, "source"), ("weather-1", "connect")]
     expected = {"totalServerNames": 1, "totalServers": 2, "serverCounts": {"weather-api": 2},
-                "originCounts": {"connect": 1, "source": 1}}
+                "originCounts": {"connect": 1, "source": 1},
+                "statusCounts": {"ACTIVE": 2, "INACTIVE": 0, "UNHEALTHY": 0}}
     assert doc["statistics"] == expected
 
     refused = await running.http.delete(f"/api/mcp/servers/weather-api/{SOURCE_INSTANCE}")

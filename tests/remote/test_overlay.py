@@ -81,9 +81,9 @@ def test_register_names_are_nacos_grouped_service_names() -> None:
 async def test_listing_adds_registered_instances_of_the_matching_service_only(
     source: RegisteringSource, register: ServerRegister
 ) -> None:
-    register.register("weather-api", "w1", "127.0.0.1", 9001, weight=2.0, metadata={"protocol": "https"})
-    register.register("mcp-endpoints@@amap::1.0.0", "a1", "127.0.0.1", 9002)
-    register.register("other", "o1", "127.0.0.1", 9003)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001, weight=2.0, metadata={"protocol": "https"})
+    register.connect("mcp-endpoints@@amap::1.0.0", "a1", "127.0.0.1", 9002)
+    register.connect("other", "o1", "127.0.0.1", 9003)
 
     plain = await source.list_instances(PLAIN)
     assert addresses(plain) == ["10.0.0.1:80", "127.0.0.1:9001"]
@@ -98,10 +98,10 @@ async def test_the_source_wins_over_a_registration_of_the_same_address_or_id(
     source: RegisteringSource, inner: MemorySource, register: ServerRegister
 ) -> None:
     await inner.set_instances(PLAIN, [nacos("10.0.0.1", 80, weight=5.0), nacos("10.0.0.2", 80, instance_id="x")])
-    register.register("weather-api", "dup-address", "10.0.0.1", 80, weight=1.0)
-    register.register("weather-api", "x", "10.0.0.9", 80)
-    register.register("weather-api", "first", "127.0.0.1", 9001)
-    register.register("weather-api", "second", "127.0.0.1", 9001)
+    register.connect("weather-api", "dup-address", "10.0.0.1", 80, weight=1.0)
+    register.connect("weather-api", "x", "10.0.0.9", 80)
+    register.connect("weather-api", "first", "127.0.0.1", 9001)
+    register.connect("weather-api", "second", "127.0.0.1", 9001)
 
     merged = await source.list_instances(PLAIN)
     assert [(i.address, i.weight, i.instance_id) for i in merged] == [
@@ -118,7 +118,7 @@ async def test_connect_and_disconnect_are_redelivered_to_subscribers_at_once(
     await source.subscribe(PLAIN, recorder)
     assert addresses(await source.list_instances(PLAIN)) == ["10.0.0.1:80"]
 
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     await source.wait_delivered()
     assert recorder.calls.qsize() == 1  # delivered before wait_delivered returned, not later
     assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
@@ -134,7 +134,7 @@ async def test_source_changes_keep_the_registered_instances(
     recorder = Recorder()
     await source.subscribe(PLAIN, recorder)
     await source.list_instances(PLAIN)
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
 
     await inner.set_instances(PLAIN, [nacos("10.0.0.2", 80)])
@@ -148,11 +148,11 @@ async def test_a_change_that_leaves_the_merged_list_equal_notifies_nobody(
 ) -> None:
     recorder = Recorder()
     await source.subscribe(PLAIN, recorder)
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
 
-    register.register("weather-api", "shadowed", "10.0.0.1", 80)  # the source's instance wins
-    register.register("other", "o1", "127.0.0.1", 9003)
+    register.connect("weather-api", "shadowed", "10.0.0.1", 80)  # the source's instance wins
+    register.connect("other", "o1", "127.0.0.1", 9003)
     await source.wait_delivered()
     assert recorder.calls.empty()
 
@@ -163,7 +163,7 @@ async def test_redelivery_reads_the_source_when_nothing_was_listed_yet(
     recorder = Recorder()
     await source.subscribe(PLAIN, recorder)  # no list_instances: the overlay does not know the source's list
 
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
 
 
@@ -172,7 +172,7 @@ async def test_registrations_from_another_thread_are_delivered_in_the_loop(
 ) -> None:
     recorder = Recorder()
     await source.subscribe(GROUPED, recorder)
-    await asyncio.to_thread(register.register, "mcp-endpoints@@amap::1.0.0", "a1", "127.0.0.1", 9002)
+    await asyncio.to_thread(register.connect, "mcp-endpoints@@amap::1.0.0", "a1", "127.0.0.1", 9002)
     assert await recorder.next() == ["127.0.0.1:9002"]
 
 
@@ -185,7 +185,7 @@ async def test_unsubscribed_callbacks_hear_nothing_more_from_either_side(
     await source.unsubscribe(PLAIN, gone)
     await source.unsubscribe(PLAIN, gone)  # unknown pairs are ignored
 
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert await staying.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
     await inner.set_instances(PLAIN, [])
     assert await staying.next() == ["127.0.0.1:9001"]
@@ -201,7 +201,7 @@ async def test_a_failing_subscriber_does_not_starve_the_others(
     recorder = Recorder()
     await source.subscribe(PLAIN, broken)
     await source.subscribe(PLAIN, recorder)
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert await recorder.next() == ["10.0.0.1:80", "127.0.0.1:9001"]
     register.unregister("weather-api", "w1")
     assert await recorder.next() == ["10.0.0.1:80"]
@@ -214,7 +214,7 @@ async def test_after_stop_register_changes_are_ignored(inner: MemorySource, regi
     await overlay.subscribe(PLAIN, recorder)
     await overlay.stop()
 
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     await overlay.wait_delivered()
     assert recorder.calls.empty()
 
@@ -235,10 +235,10 @@ async def test_source_instances_are_mirrored_without_a_second_delivery(
     [mirrored] = register.mirrored("weather-api")
     assert (mirrored.id, mirrored.weight, mirrored.base_url) == ("10.0.0.2:443", 3.0, "https://10.0.0.2:443")
 
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert await recorder.next() == ["10.0.0.2:443", "127.0.0.1:9001"]
     assert register.told == ["weather-api"]
-    assert register.statistics()["originCounts"] == {"connect": 1, "source": 1}
+    assert register.get_statistics()["originCounts"] == {"connect": 1, "source": 1}
 
 
 async def test_only_connected_instances_are_merged_into_the_source_lists(
@@ -246,7 +246,7 @@ async def test_only_connected_instances_are_merged_into_the_source_lists(
 ) -> None:
     await source.subscribe(PLAIN, Recorder())
     register.mirror_source({"weather-api": [Instance(id="10.9.9.9:80", host="10.9.9.9", port=80)]})
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert addresses(await source.list_instances(PLAIN)) == ["10.0.0.1:80", "127.0.0.1:9001"]
 
 
@@ -260,7 +260,7 @@ async def test_a_service_nobody_watches_any_more_leaves_the_register_but_its_con
     await source.subscribe(ELSEWHERE, elsewhere)
     await source.list_instances(PLAIN)
     await source.list_instances(ELSEWHERE)
-    register.register("weather-api", "w1", "127.0.0.1", 9001)
+    register.connect("weather-api", "w1", "127.0.0.1", 9001)
     assert set(register.all()) == {"weather-api", "dev/DEFAULT_GROUP/weather-api"}
 
     await source.unsubscribe(PLAIN, first)
