@@ -6,6 +6,15 @@ lists, an optional listing override) — and one golden file per step,
 ``expected/NN-<slug>.yaml``, with the gateway state that must follow.  After
 each step the adapter is driven to quiescence and the state is compared with
 the golden file; a mismatch is reported as a unified diff.
+
+A golden records what is served and also what is watched: per server, the
+configs the source has a listener of that server's ``ConfigListener`` for and
+the services it is subscribed to, read from the source's own listener tables
+(not from the listener's idea of them). So a version switch that left the old
+version's spec watched, a serviceRef change that kept the old subscription or
+a removed credential reference still listened to shows up as a diff, though
+nothing served changes. Watches no running listener owns (leaked by a stopped
+one) are listed under ``(no listener)``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from typing import Any
 import yaml
 
 from mcpgw.adapter.discovery import MCPServerAdapter
-from mcpgw.registry.describe import describe_state
+from mcpgw.registry.describe import describe_state, server_label
 from mcpgw.registry.errors import McpgwError
 from mcpgw.registry.state import MAX_LISTED_NAME, AggregateNaming, StateStore
 from mcpgw.remote.base import DEFAULT_NAMESPACE, ConfigKey, McpServerInfo, ServiceInstance, ServiceKey
@@ -135,6 +144,36 @@ async def _apply_step(source: MemorySource, step: Mapping[str, Any], where: str)
             )
 
 
+def _config_path(key: ConfigKey) -> str:
+    path = f"{key.group}/{key.data_id}"
+    return path if key.namespace == DEFAULT_NAMESPACE else f"{key.namespace}/{path}"
+
+
+def _service_path(key: ServiceKey) -> str:
+    path = f"{key.group}/{key.service}"
+    return path if key.namespace == DEFAULT_NAMESPACE else f"{key.namespace}/{path}"
+
+
+def describe_watches(source: MemorySource, adapter: MCPServerAdapter) -> dict[str, Any]:
+    """Per server, the configs watched and the services subscribed, as the source's listener tables have them."""
+    owners = {id(listener): listener for listener in adapter.listeners.values()}
+    watches: dict[str, dict[str, list[str]]] = {}
+
+    def entry(callback: object) -> dict[str, list[str]]:
+        listener = owners.get(id(getattr(callback, "__self__", None)))
+        label = "(no listener)" if listener is None else server_label(listener.name, listener.server_id)
+        return watches.setdefault(label, {"configs": [], "services": []})
+
+    for key, callbacks in source.config_listeners().items():
+        for callback in callbacks:
+            entry(callback)["configs"].append(_config_path(key))
+    for service, subscribers in source.subscribers().items():
+        for subscriber in subscribers:
+            entry(subscriber)["services"].append(_service_path(service))
+    return {label: {kind: sorted(paths) for kind, paths in sorted(kinds.items()) if paths}
+            for label, kinds in sorted(watches.items())}
+
+
 async def replay(directory: Path, *, update: bool = False) -> list[StepResult]:
     """Run a scenario; with ``update`` the golden files are (re)written from the actual states."""
     scenario = load_scenario(directory)
@@ -151,7 +190,7 @@ async def replay(directory: Path, *, update: bool = False) -> list[StepResult]:
             name = str(step.get("name") or f"step {index}")
             await _apply_step(source, step, f"step {index} ({name})")
             await adapter.quiesce()
-            actual = dump_state(describe_state(store.current))
+            actual = dump_state({**describe_state(store.current), "watches": describe_watches(source, adapter)})
             golden = directory / "expected" / f"{index:02d}-{_slug(name)}.yaml"
             if update:
                 golden.parent.mkdir(exist_ok=True)

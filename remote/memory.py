@@ -287,6 +287,14 @@ class MemorySource:
         """A copy of every service's instances currently held."""
         return dict(self._services)
 
+    def config_listeners(self) -> dict[ConfigKey, tuple[ConfigCallback, ...]]:
+        """Who listens to which config right now (what a Nacos server's listener table holds)."""
+        return {key: tuple(callbacks) for key, callbacks in self._config_listeners.items() if callbacks}
+
+    def subscribers(self) -> dict[ServiceKey, tuple[InstancesCallback, ...]]:
+        """Who is subscribed to which service's instances right now."""
+        return {key: tuple(callbacks) for key, callbacks in self._subscribers.items() if callbacks}
+
     # -- notifying -----------------------------------------------------------
 
     async def _notify_config(self, key: ConfigKey, content: str) -> None:
