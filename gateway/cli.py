@@ -558,6 +558,37 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import_openapi(args: argparse.Namespace) -> int:
+    from mcpgw.adapter.openapi_import import OpenApiImportError, import_openapi
+
+    try:
+        result = import_openapi(args.file, server=args.server, service=args.service, group=args.group,
+                                version=args.server_version, strict=args.strict, protocol=args.protocol)
+    except OpenApiImportError as exc:
+        return _fail(str(exc), EXIT_INVALID)
+    if args.strict and result.warnings:
+        for warning in result.warnings:
+            print(f"mcpgw: error: {warning}", file=sys.stderr)
+        return _fail(f"{len(result.warnings)} problem(s) with --strict; nothing was written", EXIT_INVALID)
+    for warning in result.warnings:
+        print(f"mcpgw: warning: {warning}", file=sys.stderr)
+    text = result.yaml(args.file.name)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _fail(f"cannot write {args.output}: {exc.strerror or exc}", EXIT_INVALID)
+    tools = len(result.document["tools"])
+    print(f"mcpgw: {tools} tool(s) from {result.operations} operation(s)"
+          + (f" written to {args.output}" if args.output else ""), file=sys.stderr)
+    for credential in result.credentials:
+        print(f"mcpgw: the tools read a credential from the Nacos config {credential}: create it before serving",
+              file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from mcpgw.gateway.settings import settings_table
 
@@ -651,6 +682,29 @@ def build_parser() -> argparse.ArgumentParser:
     operation.add_argument("--delete", action="store_true", help="delete the server and all its versions")
     publish.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
     publish.set_defaults(func=cmd_publish)
+
+    importing = sub.add_parser("import", help="make publish documents from other descriptions of an API")
+    import_from = importing.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    openapi = import_from.add_parser(
+        "openapi", help="a publish document from an OpenAPI 3.0/3.1 or Swagger 2.0 document",
+        description="Print (or write to -o) a publish document with one REST-to-MCP tool per operation of an "
+        "OpenAPI 3.0/3.1 or Swagger 2.0 document (YAML or JSON; $refs to files next to it are followed). "
+        "Warnings (skipped operations, the validator's findings) go to standard error. Exit 0 on success, 1 when "
+        "the document cannot be imported, 2 on usage errors.",
+    )
+    openapi.add_argument("file", type=Path, help="the OpenAPI or Swagger document")
+    openapi.add_argument("--server", metavar="NAME", help="the MCP server's name (default: from info.title)")
+    openapi.add_argument("--service", metavar="NAME", help="the Nacos service whose instances serve the API "
+                         "(default: the document's absolute server URL)")
+    openapi.add_argument("--group", default="DEFAULT_GROUP", help="the service's group (default DEFAULT_GROUP)")
+    openapi.add_argument("--protocol", choices=("http", "https"), help="how the gateway calls the backend (default: "
+                         "http with --service, else the scheme of the document's server URL)")
+    openapi.add_argument("--version", dest="server_version", metavar="VERSION",
+                         help="the version to publish (default: info.version)")
+    openapi.add_argument("--strict", action="store_true", help="refuse the document on any validator finding or "
+                         "skipped operation instead of warning")
+    openapi.add_argument("-o", "--output", type=Path, metavar="OUT", help="write here instead of standard output")
+    openapi.set_defaults(func=cmd_import_openapi)
     return parser
 
 
