@@ -10,6 +10,18 @@ servers it omits checked, one by one, for their versions file (so deleting
 the last server still ends its listener).  Explicit deletions are fast
 anyway: deleting a server deletes its versions file, which its listener sees
 within milliseconds.
+
+It is also the design's write path. ``MCPServerAdapter.apply(settings)``
+builds the ``RemoteClient`` the settings name. Listeners hand every snapshot
+they aggregate to ``on_config_update(server_id, snapshot)``, which runs the
+``ConfigConverter`` and commits the result through the managers, in the
+design's words — ``DynamicToolRegistry.update_tools(adapter_id, tools)``,
+``RouterManager.add_router`` and ``ClusterManager.set_cluster`` (or
+``remove_router`` / ``remove_cluster`` when a server goes) — as one
+transaction on the versioned state (``StateStore.transaction``): committed,
+consistency-checked and swapped whole, or not at all. Java's
+``onConfigUpdate`` / ``UpdateTools`` / ``AddRouter`` / ``SetCluster`` are
+these snake-case methods; the design's adapter id is the server id.
 """
 
 from __future__ import annotations
@@ -17,14 +29,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from mcpgw.adapter.listener import BackendTools, ConfigListener
-from mcpgw.converter.converter import ConfigConverter
+from mcpgw.adapter.listener import BackendTools, ConfigListener, ConfigUpdate, Refine
+from mcpgw.converter.converter import ConfigConverter, DisabledServer, ServerSnapshot
 from mcpgw.registry.errors import SourceError
-from mcpgw.registry.state import StateStore
+from mcpgw.registry.managers import ClusterManager, DynamicToolRegistry, RouterManager
+from mcpgw.registry.models import ServerModels
+from mcpgw.registry.state import ServerPhase, StateChange, StateStore
 from mcpgw.remote.base import DEFAULT_NAMESPACE, RemoteClient, versions_key
+
+if TYPE_CHECKING:
+    from mcpgw.gateway.settings import Settings
 
 log = structlog.get_logger("mcpgw.discovery")
 
@@ -81,9 +99,15 @@ class MCPServerAdapter:
         interval: float = 10.0,
         converter: ConfigConverter | None = None,
         backend_tools: BackendTools | None = None,
+        tools: DynamicToolRegistry | None = None,
+        routers: RouterManager | None = None,
+        clusters: ClusterManager | None = None,
     ) -> None:
         self._source = source
         self._store = store
+        self.tools = tools or DynamicToolRegistry(store)
+        self.routers = routers or RouterManager(store)
+        self.clusters = clusters or ClusterManager(store)
         self._namespace = namespace
         self._interval = interval
         self._converter = converter or ConfigConverter()
@@ -100,6 +124,94 @@ class MCPServerAdapter:
     @property
     def listeners(self) -> dict[str, ConfigListener]:
         return self._listeners
+
+    # -- the write path ----------------------------------------------------
+
+    @property
+    def converter(self) -> ConfigConverter:
+        """The stateless converter (listeners convert a backend's tool listing with it)."""
+        return self._converter
+
+    @staticmethod
+    def apply(settings: Settings) -> RemoteClient:
+        """The ``RemoteClient`` the settings name: Nacos (``nacos``), else the files tree."""
+        if settings.nacos is not None:
+            from mcpgw.remote.nacos import NacosSource
+
+            return NacosSource(
+                settings.nacos,
+                namespace=settings.namespace,
+                username=settings.username,
+                password=settings.password,
+                cache_dir=settings.state_dir / "nacos-cache",
+                log_dir=settings.state_dir / "logs",
+                listing_poll_interval=settings.listing_poll_interval,
+            )
+        from mcpgw.remote.files import FilesSource
+
+        return FilesSource(settings.files_root)
+
+    async def on_config_update(self, server_id: str, snapshot: ServerSnapshot, *,
+                               refine: Refine | None = None) -> ConfigUpdate:
+        """Convert ``snapshot`` and commit what it yields as one transaction.
+
+        ``refine`` may complete converted models (a proxied server's tools
+        listed by its backend) and report a problem. A ``ConversionError``
+        or ``StateError`` propagates with nothing committed: the caller
+        records it, and the last good version keeps serving.
+        """
+        if snapshot.server_id != server_id:
+            raise ValueError(f"on_config_update({server_id!r}) was given the snapshot of {snapshot.server_id}")
+        result = self._converter.convert(snapshot)
+        problem: Any = None
+        if isinstance(result, ServerModels) and refine is not None:
+            result, problem = await refine(snapshot, result)
+        if isinstance(result, DisabledServer):
+            self.withdraw(server_id, phase="disabled", name=result.name, version=result.version,
+                          message="disabled in its server spec")
+            return ConfigUpdate(result, problem, committed=True)
+        if result is None:
+            return ConfigUpdate(None, problem, committed=False)
+        if problem is not None and not self._differs_from_served(result):
+            return ConfigUpdate(result, problem, committed=False)
+        self.commit(result)
+        return ConfigUpdate(result, problem, committed=True)
+
+    def reconvert(self, server_id: str, snapshot: ServerSnapshot) -> ServerModels | None:
+        """``on_config_update`` without refinement, for a snapshot that served before (its instances changed).
+
+        Returns the committed models, or None when the snapshot no longer converts to a served server.
+        """
+        result = self._converter.convert(snapshot)
+        if not isinstance(result, ServerModels):
+            return None
+        self.commit(result)
+        return result
+
+    def commit(self, models: ServerModels) -> StateChange | None:
+        """Serve ``models``: its route, tools and cluster staged through the managers, committed whole."""
+        server_id = models.server_id
+        with self._store.transaction(server_id, models=models) as transaction:
+            self.routers.add_router(models.route)
+            self.tools.update_tools(server_id, models.tools)
+            if models.cluster is not None:
+                self.clusters.set_cluster(models.cluster, server_id)
+            else:
+                self.clusters.remove_cluster(server_id)
+        return transaction.change
+
+    def withdraw(self, server_id: str, *, phase: ServerPhase | None = None, name: str = "",
+                 version: str | None = None, message: str = "") -> StateChange | None:
+        """Stop serving a server (its route and cluster removed); with ``phase`` its status stays visible."""
+        status = {"phase": phase, "name": name, "version": version, "message": message}
+        with self._store.transaction(server_id, withdraw=status) as transaction:
+            self.routers.remove_router(server_id)
+            self.clusters.remove_cluster(server_id)
+        return transaction.change
+
+    def _differs_from_served(self, models: ServerModels) -> bool:
+        served = self._store.current.servers.get(models.server_id)
+        return served is None or served.fingerprint != models.fingerprint
 
     async def _on_listing_changed(self) -> None:
         self._wake.set()
@@ -157,7 +269,7 @@ class MCPServerAdapter:
                     continue
                 listener = self._listeners.pop(server_id)
                 await listener.stop()
-                self._store.remove(server_id)
+                self.withdraw(server_id)
                 log.info("discovery.server_removed", server=listener.name or None, server_id=server_id)
             for server_id in sorted(plan.start):
                 listener = ConfigListener(
@@ -165,7 +277,7 @@ class MCPServerAdapter:
                     namespace=self._namespace,
                     source=self._source,
                     store=self._store,
-                    converter=self._converter,
+                    writer=self,
                     backend_tools=self._backend_tools,
                 )
                 self._listeners[server_id] = listener

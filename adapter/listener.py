@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -91,6 +91,35 @@ class _Problem:
     error: Mapping[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigUpdate:
+    """What ``on_config_update`` made of a snapshot."""
+
+    result: ServerModels | DisabledServer | None
+    problem: Any
+    """What the refinement reported (a backend that could not list its tools), or None."""
+    committed: bool
+
+
+Refine = Callable[[ServerSnapshot, ServerModels], Awaitable[tuple[ServerModels | None, Any]]]
+"""Completes converted models before they are committed (a proxied server's tools listed by its backend)."""
+
+
+class ConfigWriter(Protocol):
+    """The write path a listener hands its snapshots to (``adapter.discovery.MCPServerAdapter``)."""
+
+    @property
+    def converter(self) -> ConfigConverter: ...
+
+    async def on_config_update(self, server_id: str, snapshot: ServerSnapshot, *,
+                               refine: Refine | None = None) -> ConfigUpdate: ...
+
+    def reconvert(self, server_id: str, snapshot: ServerSnapshot) -> ServerModels | None: ...
+
+    def withdraw(self, server_id: str, *, phase: ServerPhase | None = None, name: str = "",
+                 version: str | None = None, message: str = "") -> Any: ...
+
+
 class ConfigListener:
     """Follows one server; owns every watch it opens and cancels them on stop."""
 
@@ -101,14 +130,15 @@ class ConfigListener:
         namespace: str,
         source: RemoteClient,
         store: StateStore,
-        converter: ConfigConverter,
+        writer: ConfigWriter,
         backend_tools: BackendTools | None = None,
     ) -> None:
         self.server_id = server_id
         self.namespace = namespace
         self._source = source
         self._store = store
-        self._converter = converter
+        """Read here; written only through ``writer`` (statuses: ``record_problem``)."""
+        self._writer = writer
         self._contents: dict[ConfigKey, str | None] = {}
         self._pushes: dict[ConfigKey, int] = {}
         self._watched: set[ConfigKey] = set()
@@ -296,7 +326,7 @@ class ConfigListener:
             await self._release(keep=(vkey,))
             await self._set_service(None)
             self._forget_backend_tools()
-            self._store.remove(self.server_id)
+            self._writer.withdraw(self.server_id)
             return
         try:
             versions = parse_versions(self.server_id, ns, versions_content)
@@ -305,7 +335,7 @@ class ConfigListener:
                 await self._release(keep=(vkey,))
                 await self._set_service(None)
                 self._forget_backend_tools()
-                self._store.remove(
+                self._writer.withdraw(
                     self.server_id, phase="disabled", name=versions.name,
                     version=versions.latestPublishedVersion, message="disabled in its versions file",
                 )
@@ -357,47 +387,38 @@ class ConfigListener:
             credentials={key: self._contents.get(key) for key in creds},
             backend_tools=self._listing,
         )
-        problem: _Problem | None = None
         try:
-            result = self._converter.convert(snapshot)
-            if isinstance(result, ServerModels) and result.tools_from_backend and self._backend_tools is not None:
-                result, problem = await self._with_backend_tools(self._backend_tools, snapshot, result)
-            else:
-                self._forget_backend_tools()
+            update = await self._writer.on_config_update(self.server_id, snapshot, refine=self._refine)
         except ConversionError as exc:
             self._problem(exc, version=version)
             return
-        if isinstance(result, DisabledServer):
-            self._forget_backend_tools()
-            self._store.remove(
-                self.server_id, phase="disabled", name=result.name, version=result.version,
-                message="disabled in its server spec",
-            )
+        except StateError as exc:
+            self._state_refused(exc, version)
             return
-        applies = result is not None and (problem is None or self._differs_from_served(result))
-        if applies and result is not None and self._apply(result, version):
+        if isinstance(update.result, DisabledServer):
+            self._forget_backend_tools()
+            return
+        if update.committed:
             self._last_good = replace(snapshot, backend_tools=self._listing)
+        problem: _Problem | None = update.problem
         if problem is not None:
             self._store.record_problem(
                 self.server_id, name=self._name, phase=problem.phase, version=version,
                 message=problem.message, error=problem.error,
             )
 
-    def _differs_from_served(self, models: ServerModels) -> bool:
-        served = self._store.current.servers.get(self.server_id)
-        return served is None or served.fingerprint != models.fingerprint
+    async def _refine(self, snapshot: ServerSnapshot, models: ServerModels) -> tuple[ServerModels | None, Any]:
+        if models.tools_from_backend and self._backend_tools is not None:
+            return await self._with_backend_tools(self._backend_tools, snapshot, models)
+        self._forget_backend_tools()
+        return models, None
 
-    def _apply(self, models: ServerModels, version: str) -> bool:
-        try:
-            self._store.apply(models)
-        except StateError as exc:
-            self._store.record_problem(
-                self.server_id, name=self._name, phase="error", version=version, message=str(exc),
-                error={"server_id": self.server_id, "version": version, "file": "", "tool": "",
-                       "path": "$", "reason": str(exc)},
-            )
-            return False
-        return True
+    def _state_refused(self, exc: StateError, version: str) -> None:
+        self._store.record_problem(
+            self.server_id, name=self._name, phase="error", version=version, message=str(exc),
+            error={"server_id": self.server_id, "version": version, "file": "", "tool": "",
+                   "path": "$", "reason": str(exc)},
+        )
 
     def _follow_instances_with_last_good(self) -> None:
         """While the newest spec cannot be served, the last good one still follows its instances.
@@ -409,10 +430,14 @@ class ConfigListener:
         if last is None or last.instances == self._instances or self.server_id not in self._store.current.servers:
             return
         try:
-            models = self._converter.convert(replace(last, instances=self._instances))
+            models = self._writer.reconvert(self.server_id, replace(last, instances=self._instances))
         except ConversionError:
             return
-        if isinstance(models, ServerModels) and self._apply(models, models.version):
+        except StateError as exc:
+            served = self._store.current.servers.get(self.server_id)
+            self._state_refused(exc, served.version if served is not None else "")
+            return
+        if models is not None:
             self._last_good = replace(last, instances=self._instances)
 
     # -- tools listed by the backend ---------------------------------------
@@ -442,7 +467,7 @@ class ConfigListener:
             raise
         except Exception as exc:
             return (models if self._listing is not None else None), self._backend_failed(exc, models)
-        converted = self._converter.convert(replace(snapshot, backend_tools=listing))
+        converted = self._writer.converter.convert(replace(snapshot, backend_tools=listing))
         # Only a listing that converted becomes the last good one.
         self._listing, self._listing_key = listing, key
         self._cancel_retry()

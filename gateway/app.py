@@ -47,7 +47,7 @@ from mcpgw.gateway.settings import Settings
 from mcpgw.gateway.upstream_http import HttpProbe, UpstreamHttp
 from mcpgw.registry.describe import describe_state
 from mcpgw.registry.health import HealthChecker
-from mcpgw.registry.managers import ClusterManager
+from mcpgw.registry.managers import ClusterManager, DynamicToolRegistry, RouterManager
 from mcpgw.registry.server_register import ServerRegister
 from mcpgw.registry.state import AGGREGATE, AggregateNaming, GatewayState, StateStore
 from mcpgw.remote.base import RemoteClient, ReportsListing, source_links, source_problems
@@ -57,21 +57,8 @@ log = structlog.get_logger("mcpgw.gateway")
 
 
 def make_source(settings: Settings) -> RemoteClient:
-    if settings.nacos is not None:
-        from mcpgw.remote.nacos import NacosSource
-
-        return NacosSource(
-            settings.nacos,
-            namespace=settings.namespace,
-            username=settings.username,
-            password=settings.password,
-            cache_dir=settings.state_dir / "nacos-cache",
-            log_dir=settings.state_dir / "logs",
-            listing_poll_interval=settings.listing_poll_interval,
-        )
-    from mcpgw.remote.files import FilesSource
-
-    return FilesSource(settings.files_root)
+    """The source the settings name (``MCPServerAdapter.apply``, the design's name for it)."""
+    return MCPServerAdapter.apply(settings)
 
 
 def state_document(
@@ -220,15 +207,18 @@ class Gateway:
         self.servers = ServerRegister(settings.balancing.policy())
         self.cluster_source = RegisteringSource(self.source, self.servers, namespace=settings.namespace)
         self.mcp_pool = McpUpstreamPool()
+        self.tools = DynamicToolRegistry(self.store)
+        self.routers = RouterManager(self.store)
         self.adapter = MCPServerAdapter(
             self.cluster_source, self.store, namespace=settings.namespace, interval=settings.discovery_interval,
             backend_tools=McpBackendTools(self.mcp_pool, timeout=settings.upstream_timeout),
+            tools=self.tools, routers=self.routers, clusters=self.clusters,
         )
         self.http = UpstreamHttp(max_body=settings.upstream_max_response_bytes)
         self.metrics = CollectorRegistry()
         self.observed = GatewayMetrics(self.metrics)
         self.catalog = GatewayCatalog(
-            self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool,
+            self.store, self.clusters, http=self.http, mcp_pool=self.mcp_pool, tools=self.tools,
             timeouts=settings.balancing.timeout_policy(settings.upstream_timeout),
             renderer=Renderer(settings.templates.limits()),
             circuits=CircuitBreakers(

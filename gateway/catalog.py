@@ -52,7 +52,7 @@ from mcpgw.gateway.rendering import INLINE_DATA, Renderer, larger_than
 from mcpgw.gateway.upstream_http import UpstreamHttp, UpstreamHttpError
 from mcpgw.registry.balancing import CallLimits, ClusterRuntime, TimeoutPolicy
 from mcpgw.registry.errors import InvocationError
-from mcpgw.registry.managers import ClusterManager
+from mcpgw.registry.managers import ClusterManager, DynamicToolRegistry
 from mcpgw.registry.models import Instance, ServerModels, Tool
 from mcpgw.registry.state import AGGREGATE, StateChange, StateStore
 
@@ -140,8 +140,11 @@ class GatewayCatalog:
         circuits: CircuitBreakers | None = None,
         observer: CallObserver = NO_OBSERVER,
         forward_headers: Mapping[str, tuple[str, ...]] | None = None,
+        tools: DynamicToolRegistry | None = None,
     ) -> None:
         self._store = store
+        # The data plane reads tools through the design's registry, clusters through its manager.
+        self._tools = tools or DynamicToolRegistry(store)
         self._forward = dict(forward_headers or {})
         self._observer = observer
         self._clusters = clusters
@@ -162,11 +165,11 @@ class GatewayCatalog:
     # -- ToolCatalog -------------------------------------------------------
 
     def has_endpoint(self, endpoint: str) -> bool:
-        return endpoint == AGGREGATE or endpoint in self._store.current.endpoints
+        return endpoint == AGGREGATE or self._tools.has_endpoint(endpoint)
 
     def list_tools(self, endpoint: str, allowed: Callable[[str, str], bool] | None = None) -> Sequence[types.Tool]:
         """The endpoint's tools, or only those ``allowed(server name, tool name)`` (the caller's view)."""
-        tools = self._store.current.tools(endpoint)
+        tools = self._tools.tools(endpoint)
         if tools is None:
             return []
         cached = self._listing_cache.get(endpoint)
@@ -181,8 +184,7 @@ class GatewayCatalog:
 
     def resolve(self, endpoint: str, name: str) -> tuple[str, str] | None:
         """(server name, tool name) of the tool listed as ``name`` on ``endpoint``."""
-        tools = self._store.current.tools(endpoint)
-        tool = tools.get(name) if tools is not None else None
+        tool = self._tools.get(endpoint, name)
         return None if tool is None else (tool.server_name, tool.name)
 
     def subscribe(self, callback: Callable[[frozenset[str]], None]) -> Callable[[], None]:
@@ -196,17 +198,13 @@ class GatewayCatalog:
         self, endpoint: str, name: str, arguments: dict[str, Any] | None, *, session_id: str | None,
         caller: Identity | None = None,
     ) -> types.CallToolResult:
-        state = self._store.current
-        tools = state.tools(endpoint)
-        tool = tools.get(name) if tools is not None else None
-        if tool is not None and caller is not None and not caller.may_call(tool.server_name, tool.name):
-            tool = None  # answered exactly like a tool that does not exist
-        if tool is None:
+        found = self._tools.lookup(endpoint, name)
+        if found is not None and caller is not None and not caller.may_call(found[0].server_name, found[0].name):
+            found = None  # answered exactly like a tool that does not exist
+        if found is None:
             where = "/mcp" if endpoint == AGGREGATE else f"/mcp/{endpoint}"
             raise UnknownToolError(f"unknown tool {name!r} on {where}; call tools/list for the current tools")
-        server = state.servers.get(tool.server_id)
-        if server is None:
-            raise UnknownToolError(f"tool {name!r} was just removed; call tools/list for the current tools")
+        tool, server = found
         started = time.perf_counter()
         outcome: Outcome = "error"
         try:
@@ -234,7 +232,7 @@ class GatewayCatalog:
     # -- invocation ----------------------------------------------------------
 
     def _limits(self, server: ServerModels, tool: Tool) -> CallLimits:
-        cluster = self._store.current.clusters.get(tool.cluster) if tool.cluster else None
+        cluster = self._clusters.cluster(tool.cluster) if tool.cluster else None
         return self._timeouts.limits(server.name, server.server_id, tool.name, cluster)
 
     def _pick(self, server: ServerModels, tool: Tool, session_id: str | None, tried: set[str]) -> Instance:
@@ -242,7 +240,7 @@ class GatewayCatalog:
             raise NoHealthyInstance(f"server {server.name} has no backend service (serviceRef) for tool {tool.name}")
         instance = self._clusters.pick(tool.cluster, key=session_id, exclude=tried)
         if instance is None:
-            cluster = self._store.current.clusters.get(tool.cluster)
+            cluster = self._clusters.cluster(tool.cluster)
             total = len(cluster.instances) if cluster else 0
             raise NoHealthyInstance(
                 f"no healthy instance of {cluster.service if cluster else tool.cluster} for tool {tool.name} "

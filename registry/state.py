@@ -14,10 +14,12 @@ id wins (deterministic in any event order) and the conflict is reported.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -332,6 +334,86 @@ class _Builder:
 Subscriber = Callable[[StateChange], None]
 
 
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+_OPEN: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar("mcpgw_state_transaction", default=None)
+
+
+class Transaction:
+    """One server's change, staged by the managers' write calls and committed whole, or not at all.
+
+    ``DynamicToolRegistry.update_tools``, ``RouterManager.add_router`` /
+    ``remove_router`` and ``ClusterManager.set_cluster`` / ``remove_cluster``
+    stage their part here (they find the transaction open in this context);
+    leaving ``StateStore.transaction`` commits: the server's models are
+    assembled from the staged parts (the converter's header for the rest),
+    consistency-checked and swapped in with one assignment. An exception in
+    the block, or a check that fails (a tool whose route or cluster the
+    transaction does not provide), commits nothing.
+    """
+
+    def __init__(self, server_id: str, header: ServerModels | None, withdraw: Mapping[str, Any] | None) -> None:
+        self.server_id = server_id
+        self.header = header
+        self.withdraw = withdraw
+        self.tools: Any = _UNSET
+        self.route: Any = _UNSET
+        self.cluster: Any = _UNSET
+        self.change: StateChange | None = None
+        self.committed = False
+
+    def _own(self, adapter_id: str, call: str) -> None:
+        if adapter_id != self.server_id:
+            raise StateError(f"{call} for server {adapter_id} inside the transaction of server {self.server_id}")
+
+    def stage_tools(self, adapter_id: str, tools: tuple[Tool, ...]) -> None:
+        self._own(adapter_id, "update_tools")
+        self.tools = tools
+
+    def stage_route(self, adapter_id: str, route: Route | None) -> None:
+        self._own(adapter_id, "add_router" if route is not None else "remove_router")
+        self.route = route
+
+    def stage_cluster(self, adapter_id: str, cluster: Cluster | None) -> None:
+        self._own(adapter_id, "set_cluster" if cluster is not None else "remove_cluster")
+        self.cluster = cluster
+
+    def models(self) -> ServerModels | None:
+        """What the server serves once committed; None when its route was removed (it is withdrawn).
+
+        The staged parts are the whole truth: a server serves the route
+        ``add_router`` gave, exactly the tools ``update_tools`` gave (none if
+        it was not called) and the cluster ``set_cluster`` gave (none if it
+        was not called); the converter's header adds only its name, version,
+        fingerprint and the like.
+        """
+        if self.route is None:
+            if self.tools is not _UNSET and self.tools:
+                raise StateError(f"server {self.server_id}: its route is removed but update_tools gave it tools")
+            return None
+        if self.route is _UNSET:
+            raise StateError(f"server {self.server_id}: a transaction that serves it needs add_router")
+        if self.header is None:
+            raise StateError(f"server {self.server_id}: a transaction that serves it needs the converter's models")
+        return replace(self.header, route=self.route, tools=() if self.tools is _UNSET else self.tools,
+                       cluster=None if self.cluster is _UNSET else self.cluster)
+
+
+def open_transaction(adapter_id: str, call: str) -> Transaction:
+    """The transaction open in this context, for the write calls of the managers."""
+    transaction = _OPEN.get()
+    if transaction is None:
+        raise StateError(
+            f"{call}({adapter_id!r}) outside a transaction: state changes only inside StateStore.transaction(...) "
+            "(MCPServerAdapter.on_config_update opens one)"
+        )
+    return transaction
+
+
 class StateStore:
     """Holds the current ``GatewayState`` and performs every swap.
 
@@ -359,8 +441,37 @@ class StateStore:
         for callback in list(self._subscribers):
             callback(change)
 
+    @contextlib.contextmanager
+    def transaction(self, server_id: str, *, models: ServerModels | None = None,
+                    withdraw: Mapping[str, Any] | None = None) -> Iterator[Transaction]:
+        """Stage one server's change through the managers, then commit it whole (see ``Transaction``).
+
+        ``models`` is the converter's result the staged parts complete;
+        ``withdraw`` the status arguments of ``remove`` (``phase``, ``name``,
+        ``version``, ``message``) for a transaction that removes the server's
+        route. Nested transactions are refused: one change is one server.
+        """
+        if _OPEN.get() is not None:
+            raise StateError(f"a transaction for server {server_id} inside another one")
+        transaction = Transaction(server_id, models, withdraw)
+        token = _OPEN.set(transaction)
+        try:
+            yield transaction
+        finally:
+            _OPEN.reset(token)
+        served = transaction.models()
+        if served is None:
+            transaction.change = self.remove(server_id, **(withdraw or {}))
+        else:
+            transaction.change = self.apply(served)
+        transaction.committed = True
+
     def apply(self, models: ServerModels) -> StateChange | None:
-        """Serve ``models`` for its server (make before break: all of it or nothing)."""
+        """Serve ``models`` for its server (make before break: all of it or nothing).
+
+        The write path calls this through ``transaction``; it stays public for
+        tests and benches that build a state directly.
+        """
         with self._lock:
             state = self.current
             old = state.servers.get(models.server_id)
