@@ -43,6 +43,7 @@ from mcpgw.gateway.mcp_endpoints import McpEndpoints, McpServeOptions
 from mcpgw.gateway.mcp_upstream import McpBackendTools, McpUpstreamPool
 from mcpgw.gateway.metrics import GatewayMetrics, state_families
 from mcpgw.gateway.rendering import Renderer
+from mcpgw.gateway.session_ids import SessionIds
 from mcpgw.gateway.settings import Settings
 from mcpgw.gateway.upstream_http import HttpProbe, UpstreamHttp
 from mcpgw.registry.describe import describe_state
@@ -236,6 +237,8 @@ class Gateway:
             sessions=SessionLimits(settings.sessions.max_total, settings.sessions.max_per_client),
             rate_limits=RateLimiter(settings.rate_limits),
             audit=settings.audit,
+            session_ids=(SessionIds(settings.session_secret, max_age=settings.sessions.max_age)
+                         if settings.session_secret else None),
         ))
         self.legacy_sse = LegacySse(self.endpoints)
         self.connect_api = ConnectApi(self.servers, self.cluster_source, self.adapter,

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import math
 import time
@@ -51,17 +52,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import anyio
 import mcp_types as types
 import structlog
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
+from mcp.server.runner import serve_connection
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
@@ -81,6 +86,7 @@ from mcpgw.gateway.mcp_edge import (
     read_body,
     replay,
 )
+from mcpgw.gateway.session_ids import SessionClaims, SessionIds, caller_digest
 from mcpgw.registry.errors import InvocationError
 
 log = structlog.get_logger("mcpgw.mcp")
@@ -156,14 +162,136 @@ class McpServeOptions:
     rate_limits: RateLimiter | None = None
     """Token buckets per caller and per tool (``gateway.frontdoor``); None: no limits."""
     audit: AuditSettings = field(default_factory=AuditSettings)
+    session_ids: SessionIds | None = None
+    """With a shared ``session_secret``: handshake sessions any replica accepts (``gateway.session_ids``)."""
+
+
+_MINTED: contextvars.ContextVar[str | None] = contextvars.ContextVar("mcpgw_minted_session_id", default=None)
+"""The id the session being opened in this context gets, instead of the SDK's random one."""
+
+_RESTORED = "mcpgw.restored"
+_INITIALIZE_PARAMS = "mcpgw.initialize_params"
+"""Scope key: the params of the ``initialize`` request being served (what a minted session id carries)."""
+"""``Connection.state`` key of a session rebuilt from its id on this replica."""
 
 
 class _SessionManager(StreamableHTTPSessionManager):
-    """The SDK's manager, telling the gateway's session table when a session ends, and able to end one."""
+    """The SDK's manager, telling the gateway's session table when a session ends, able to end one, to open
+    one under a minted id, and to rebuild a session another replica opened (``restore``)."""
 
     def __init__(self, *args: Any, on_discard: Callable[[str], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_discard = on_discard
+
+    def _new_transport(self, session_id: str) -> StreamableHTTPServerTransport:
+        return StreamableHTTPServerTransport(
+            mcp_session_id=session_id,
+            is_json_response_enabled=self.json_response,
+            event_store=self.event_store,
+            security_settings=self.security_settings,
+            retry_interval=self.retry_interval,
+            idle_timeout=self.session_idle_timeout,
+        )
+
+    def _admit_session(self, requestor: Any) -> StreamableHTTPServerTransport | None:
+        minted = _MINTED.get()
+        if minted is None:
+            return super()._admit_session(requestor)
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return None
+        transport = self._new_transport(minted)
+        if requestor is not None:
+            self._session_owners[minted] = requestor
+        self._server_instances[minted] = transport
+        return transport
+
+    def has_session(self, session_id: str) -> bool:
+        return session_id in self._server_instances
+
+    def _session_task(self, transport: StreamableHTTPServerTransport, session_id: str,
+                      opened: Callable[[Connection], None]) -> Callable[..., Awaitable[None]]:
+        """The server task of one session: what the SDK's ``serve_loop`` does, telling ``opened`` its connection
+        (the SDK keeps it to itself), so that the gateway can follow it from the first moment."""
+
+        async def run_server(*, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+            async with transport.connect() as (read_stream, write_stream):
+                task_status.started()
+                try:
+                    idle_scope = transport.idle_scope or anyio.CancelScope()
+                    with idle_scope:
+                        dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(
+                            read_stream, write_stream, inline_methods=frozenset({"initialize"}))
+                        connection = Connection.for_loop(dispatcher, session_id=session_id)
+                        opened(connection)
+                        await serve_connection(self.app, dispatcher, connection=connection,
+                                               lifespan_state=self._lifespan_state)
+                except Exception:
+                    log.exception("mcp.session.crashed", session=session_id[:16])
+                finally:
+                    await self._discard_session(session_id, transport)
+
+        return run_server
+
+    async def open_minted(self, scope: Scope, receive: Receive, send: Send,
+                          opened: Callable[[Connection], None]) -> None:
+        """Open a session under the id minted in this context (``_MINTED``), like the SDK's opening request."""
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        async with self._session_creation_lock:
+            transport = self._admit_session(requestor)
+        if transport is None:
+            await Reply(503, SERVER_BUSY, "Too many open sessions").send(send)
+            return
+        session_id = transport.mcp_session_id
+        assert session_id is not None
+        established = False
+        try:
+            assert self._task_group is not None
+            await self._task_group.start(self._session_task(transport, session_id, opened))
+            status: list[int] = []
+
+            async def watch(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status.append(message["status"])
+                await send(message)
+
+            await transport.handle_request(scope, receive, watch)
+            established = bool(status) and status[0] < 400
+        finally:
+            if not established:
+                await self._discard_session(session_id, transport)
+
+    async def restore(self, session_id: str, claims: SessionClaims, scope: Scope,
+                      opened: Callable[[Connection], None]) -> None:
+        """Serve ``session_id`` here as its handshake left it (the claims say how), without a new handshake."""
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        async with self._session_creation_lock:
+            if session_id in self._server_instances:
+                return  # a concurrent request of the same client rebuilt it first
+            transport = self._new_transport(session_id)
+            if requestor is not None:
+                self._session_owners[session_id] = requestor
+            self._server_instances[session_id] = transport
+        client_params = types.InitializeRequestParams.model_validate({
+            "protocolVersion": claims.protocol_version,
+            "capabilities": dict(claims.capabilities),
+            "clientInfo": {"name": "unknown", "version": "?", **dict(claims.client_info)},
+        })
+
+        def handshake_done(connection: Connection) -> None:
+            connection.protocol_version = claims.protocol_version
+            connection.client_params = client_params
+            connection.initialized.set()
+            connection.state[_RESTORED] = True
+            opened(connection)
+
+        try:
+            assert self._task_group is not None
+            await self._task_group.start(self._session_task(transport, session_id, handshake_done))
+        except BaseException:
+            await self._discard_session(session_id, transport)
+            raise
 
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
         self._on_discard(session_id)
@@ -466,6 +594,8 @@ class McpEndpoints:
             if refusal is not None:
                 await refusal.send(send)
                 return
+        if checked.method == "initialize" and isinstance(parsed, dict):
+            scope[_INITIALIZE_PARAMS] = parsed.get("params")
         await self._to_the_manager(served, session_id, checked, scope, replay(body, receive), send)
 
     def _rate_refusal(self, limiter: RateLimiter, endpoint: str, message: dict[str, Any], envelope: Envelope,
@@ -498,8 +628,14 @@ class McpEndpoints:
             else:
                 await served.manager.handle_request(scope, receive, send)
             return
-        owner = self._owners.get(session_id)
         identity = identity_of(scope)
+        ids = self._options.session_ids
+        if ids is not None and not served.manager.has_session(session_id):
+            refusal = await self._restore(served, ids, session_id, identity, scope)
+            if refusal is not None:
+                await refusal.send(send)
+                return
+        owner = self._owners.get(session_id)
         if owner is not None and identity is not None and owner != identity.key:
             # A session is bound to the credential that opened it; to anyone else it does not exist.
             await Reply(404, types.INVALID_REQUEST, "Session not found", envelope.request_id).send(send)
@@ -535,14 +671,52 @@ class McpEndpoints:
             await send(message)
 
         manager = served.manager
+        ids = self._options.session_ids
+        identity = identity_of(scope)
+        minted = _MINTED.set(ids.mint(served.name, scope.get(_INITIALIZE_PARAMS),
+                                      caller_digest(identity.key if identity else None)) if ids else None)
         try:
-            await manager.handle_request(scope, receive, watch)
+            if ids is not None:
+                # Followed from the start: with replicas, notifications/initialized may reach another one.
+                await manager.open_minted(scope, receive, watch,
+                                          lambda connection: self._track(served, connection, identity))
+            else:
+                await manager.handle_request(scope, receive, watch)
         finally:
+            _MINTED.reset(minted)
             session_id = opened[0] if opened else None
             self.sessions.opened(client, session_id, served.name, lambda: manager.close_session(session_id or ""))
             identity = identity_of(scope)
             if session_id is not None and identity is not None:
                 self._owners[session_id] = identity.key
+
+    async def _restore(self, served: _Endpoint, ids: SessionIds, session_id: str, identity: Identity | None,
+                       scope: Scope) -> Reply | None:
+        """Rebuild a session another replica opened, from its signed id; the refusal to send, if any.
+
+        An id that is not genuine, expired, of another endpoint or of another
+        caller gets the 404 of an unknown session, as the specification says.
+        """
+        claims = ids.verify(session_id, served.name)
+        if claims is None or claims.caller != caller_digest(identity.key if identity else None):
+            if session_id.startswith("mcpgw1."):
+                log.info("mcp.session.not_restored", endpoint=self.path_of(served.name),
+                         reason="invalid, expired, or of another endpoint or caller")
+            return None  # the SDK answers it as the unknown session it is
+        client = client_of(scope)
+        refusal = self.sessions.admit(client)
+        if refusal is not None:
+            return refusal
+        try:
+            await served.manager.restore(session_id, claims, scope,
+                                         lambda connection: self._track(served, connection, identity))
+        finally:
+            self.sessions.opened(client, session_id, served.name,
+                                 lambda: served.manager.close_session(session_id))
+        if identity is not None:
+            self._owners[session_id] = identity.key
+        log.info("mcp.session.restored", endpoint=self.path_of(served.name), protocol=claims.protocol_version)
+        return None
 
     async def drain(self, grace: float) -> None:
         """Refuse new sessions, give the requests in flight ``grace`` seconds, then end the calls still running.
@@ -711,17 +885,22 @@ class McpEndpoints:
         served = _Endpoint(name=name, server=server, manager=manager, bus=bus, listen=listen)
 
         async def track_session(ctx: ServerRequestContext[dict[str, Any]], params: types.NotificationParams) -> None:
-            connection = _connection_of(ctx)
-            served.connections.add(connection)
-            connection.exit_stack.callback(served.connections.discard, connection)
-            identity = _identity_of(ctx)
-            view = _view(identity)
-            if identity is not None and view is not None:
-                self._views[connection] = (identity, tuple(catalog.list_tools(name, view)))
-                connection.exit_stack.callback(self._views.pop, connection, None)
+            self._track(served, _connection_of(ctx), _identity_of(ctx))
 
         server.add_notification_handler("notifications/initialized", types.NotificationParams, track_session)
         return served
+
+    def _track(self, served: _Endpoint, connection: Connection, identity: Identity | None) -> None:
+        """From now on ``connection`` hears of its endpoint's tool changes (in its caller's view), once its
+        handshake is done."""
+        if connection in served.connections:
+            return
+        served.connections.add(connection)
+        connection.exit_stack.callback(served.connections.discard, connection)
+        view = _view(identity)
+        if identity is not None and view is not None:
+            self._views[connection] = (identity, tuple(self._catalog.list_tools(served.name, view)))
+            connection.exit_stack.callback(self._views.pop, connection, None)
 
     async def _serve_endpoint(self, served: _Endpoint) -> None:
         # A failure here must not escape: it would cancel the task group that
@@ -767,6 +946,8 @@ class McpEndpoints:
             task_group.create_task(served.bus.publish(ToolsListChanged()))
             views: dict[tuple[str, ...], tuple[types.Tool, ...]] = {}
             for connection in served.connections - served.notifying:
+                if not connection.initialize_accepted:
+                    continue  # opened, its handshake not done: nothing to announce yet
                 viewed = self._views.get(connection)
                 if viewed is not None:
                     # A session that sees only some tools hears of a change only when

@@ -272,6 +272,8 @@ class SessionSettings(_Section):
     """Open sessions of one client address."""
     idle_timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     """Seconds without a request (and without an open GET stream) after which a session is closed."""
+    max_age: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
+    """With ``session_secret``: seconds a session id stays valid on the replicas that did not open it."""
 
 
 class HttpSettings(_Section):
@@ -326,6 +328,11 @@ class Settings(BaseModel):
     """
     upstream_timeout: float = Field(default=30.0, gt=0)
     """Default seconds a tool call may take, every attempt included (per service or tool: ``balancing``)."""
+    session_secret: str | None = Field(default=None, repr=False, min_length=16)
+    """Shared by the replicas behind one balancer: handshake-era session ids are signed with it, so any replica
+    accepts a session another one opened (``MCPGW_SESSION_SECRET``; at least 16 characters; never logged).
+    Without it a session lives only where it was opened (a balancer then needs affinity).
+    """
     connect_token: str | None = Field(default=None, repr=False, min_length=16)
     """Bearer token the connect API requires; without it, only loopback callers may connect backends."""
     connect_ttl: float | None = Field(default=None, ge=1, le=86400)
