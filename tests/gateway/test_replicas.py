@@ -255,7 +255,8 @@ async def two_in_process(tmp_path: Path, secrets_: tuple[str | None, str | None]
         [{"ip": "127.0.0.1", "port": sock.getsockname()[1], "weight": 1, "healthy": True, "enabled": True}]))
     auth = {"api_keys": [{"name": "a", "key_sha256": hashlib.sha256(KEY_A.encode()).hexdigest(), "allow": ["*"]},
                          {"name": "b", "key_sha256": hashlib.sha256(KEY_B.encode()).hexdigest(), "allow": ["*"]}]}
-    gateways = [Gateway(Settings(files=tree, discovery_interval=3600, auth=auth, session_secret=secret))
+    gateways = [Gateway(Settings.model_validate({"files": tree, "discovery_interval": 3600, "auth": auth,
+                                                "session_secret": secret}))
                 for secret in secrets_]
     async with serving(backend.app(), sock), contextlib.AsyncExitStack() as stack:
         urls = [await stack.enter_async_context(serving(g.asgi())) for g in gateways]
