@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -118,7 +119,19 @@ def state_document(
         "summary": describe_state(state),
         **({"server_register": register.get_statistics()} if register is not None else {}),
         **({"listing": listing} if listing is not None else {}),
+        "worker": worker_identity(),
     }
+
+
+WORKER_VARIABLE = "_MCPGW_WORKER"
+"""Set by ``mcpgw serve --workers N`` for each worker it starts: ``index/count`` (not a setting)."""
+
+
+def worker_identity() -> dict[str, Any]:
+    """Which process answered: its pid and, under ``serve --workers``, its index among the workers."""
+    index, _, count = os.environ.get(WORKER_VARIABLE, "0/1").partition("/")
+    return {"pid": os.getpid(), "index": int(index) if index.isdigit() else 0,
+            "of": int(count) if count.isdigit() else 1}
 
 
 YOUNG_ROUNDS_PER_GEN1 = 2

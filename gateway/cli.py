@@ -18,6 +18,8 @@ import re
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,27 @@ EXIT_TARGET = 3
 """Nacos or the gateway cannot be reached, or rejects the credentials (retrying later may help)."""
 EXIT_BROKEN_PIPE = 141
 """The reader of the output went away (``| head``), as a shell reports a command SIGPIPE ended."""
+
+
+class _LineLogger:
+    """structlog's output, each line in one write to whatever ``sys.stdout`` is now.
+
+    structlog's ``PrintLogger`` prints, which writes the line and its newline separately: with unbuffered
+    output (``PYTHONUNBUFFERED``) the workers of ``serve --workers``, sharing one pipe, then interleave
+    lines. One write of at most PIPE_BUF bytes is atomic.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            sys.stdout.write(message + "\n")
+            sys.stdout.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
@@ -72,7 +95,7 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
-        logger_factory=structlog.PrintLoggerFactory(),
+        logger_factory=_LineLogger,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         # Not cached: a cached module-level logger would keep whichever configuration it first met
         # (tests capture logs after the CLI configured them); an uncached call costs ~1 µs.
@@ -123,14 +146,16 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Any) -> None:
-    from mcpgw.gateway.app import Gateway
+    from mcpgw.gateway.app import WORKER_VARIABLE, Gateway, worker_identity
     from mcpgw.gateway.demo_backend import create_demo_backend
 
     gateway = Gateway(settings)
     await gateway.source.start()  # fail fast and clearly (unreadable tree, Nacos down, bad credentials)
     await gateway.source.stop()
     servers = []
-    if settings.start_demo_backend:
+    worker = worker_identity() if WORKER_VARIABLE in os.environ else None
+    sockets = [_reuse_port_socket(settings.host, settings.port)] if worker is not None else None
+    if settings.start_demo_backend and (worker is None or worker["index"] == 0):
         _check_port_free("127.0.0.1", 18081)
         servers.append(_Server(uvicorn.Config(create_demo_backend(), host="127.0.0.1", port=18081,
                                               log_level="warning", lifespan="off", log_config=None)))
@@ -154,7 +179,7 @@ async def _serve(settings: Any) -> None:
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks = [asyncio.create_task(s.serve(sockets=sockets if s is main else None)) for s in servers]
     stop = asyncio.create_task(stopping.wait())
     try:
         announced = asyncio.create_task(_announce_listening(main, log))
@@ -182,6 +207,123 @@ async def _serve(settings: Any) -> None:
             raise exc
 
 
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A worker's own listening socket on the port its parent reserved; the kernel spreads connections."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _die_with_parent() -> None:
+    """In a worker, before it runs: SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _worker_argv(argv: list[str]) -> list[str]:
+    """``serve``'s own arguments without ``--workers`` and ``--port`` (the workers get the port from the parent)."""
+    out: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in ("--workers", "--port"):
+            skip = True
+            continue
+        if token.startswith(("--workers=", "--port=")):
+            continue
+        out.append(token)
+    return out
+
+
+async def _supervise(settings: Any, workers: int, argv: list[str]) -> int:
+    """Run ``workers`` gateway processes on one port (SO_REUSEPORT), restart any that dies, drain all on SIGTERM.
+
+    The parent only reserves the port (bound, not listening, so it is never handed a connection) and gives
+    every worker the same session secret: one generated here when none is configured, so that a session
+    opened by one worker is accepted by all of them.
+    """
+    import secrets
+
+    from mcpgw.gateway.app import WORKER_VARIABLE
+
+    log = structlog.get_logger("mcpgw")
+    reserved = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        reserved.bind((settings.host, settings.port))
+    except OSError as exc:
+        raise McpgwError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; choose another "
+                         "with --port") from exc
+    port = reserved.getsockname()[1]
+    env = {**os.environ, "MCPGW_PORT": str(port),
+           "MCPGW_SESSION_SECRET": settings.session_secret or secrets.token_urlsafe(32)}
+    command = [sys.executable, "-m", "mcpgw", "serve", *_worker_argv(argv)]
+    processes: dict[int, asyncio.subprocess.Process] = {}
+    stopping = asyncio.Event()
+
+    async def start(index: int) -> None:
+        # Their own session: a Ctrl-C reaches the parent only, which forwards one SIGTERM (a worker takes a
+        # second signal for "stop at once"); and a parent that dies takes its workers with it (Linux).
+        processes[index] = await asyncio.create_subprocess_exec(
+            *command, env={**env, WORKER_VARIABLE: f"{index}/{workers}"}, start_new_session=True,
+            preexec_fn=_die_with_parent)
+        log.info("gateway.worker_started", worker=index, pid=processes[index].pid)
+
+    async def keep(index: int) -> None:
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            code = await processes[index].wait()
+            if stopping.is_set():
+                return
+            log.error("gateway.worker_exited", worker=index, code=code, restart_in_s=delay)
+            try:
+                async with asyncio.timeout(delay):
+                    await stopping.wait()
+                return
+            except TimeoutError:
+                pass
+            delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
+            await start(index)
+
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stopping.is_set():
+            sig = signal.SIGKILL  # a second signal stops at once
+        stopping.set()
+        for process in processes.values():
+            if process.returncode is None:
+                process.send_signal(sig if sig is signal.SIGKILL else signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        for index in range(workers):
+            await start(index)
+        log.info("gateway.workers", url=f"http://{settings.host}:{port}/mcp", workers=workers,
+                 pids=[p.pid for p in processes.values()])
+        await asyncio.gather(*(keep(i) for i in range(workers)))
+        await asyncio.gather(*(p.wait() for p in processes.values()))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for process in processes.values():
+            if process.returncode is None:
+                process.kill()
+        reserved.close()
+    log.info("gateway.stopped", workers=workers)
+    return EXIT_OK
+
+
 async def _announce_listening(server: _Server, log: Any) -> None:
     """Log where the gateway listens once uvicorn accepts connections (with ``--port 0``: the port it got)."""
     await server.listening.wait()
@@ -192,6 +334,7 @@ async def _announce_listening(server: _Server, log: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from mcpgw.gateway.app import WORKER_VARIABLE
     from mcpgw.gateway.settings import load_settings, unknown_environment
 
     settings = load_settings(
@@ -206,7 +349,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for variable in unknown_environment():
         structlog.get_logger("mcpgw").warning("settings.unknown_variable", variable=variable,
                     hint="not a setting of this mcpgw: ignored (see `mcpgw settings`)")
-    _check_port_free(settings.host, settings.port)
+    workers = args.workers
+    if workers is not None and not 1 <= workers <= 64:
+        return _fail(f"--workers must be between 1 and 64, not {workers}", EXIT_USAGE)
+    if workers is not None and workers > 1:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            return _fail("--workers needs SO_REUSEPORT, which this system does not have", EXIT_USAGE)
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(_supervise(settings, workers, args.argv))
+        return EXIT_OK
+    if WORKER_VARIABLE not in os.environ:
+        _check_port_free(settings.host, settings.port)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(settings))
     return EXIT_OK
@@ -612,6 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8080)")
     serve.add_argument("--config", type=Path, metavar="FILE", help="YAML settings file (MCPGW_* env vars also work)")
     serve.add_argument("--no-demo-backend", action="store_true", help="do not start the bundled demo REST backend")
+    serve.add_argument("--workers", type=int, metavar="N", help="run N gateway processes on the port (SO_REUSEPORT), "
+                       "each following the source, sharing one session secret (generated when none is set); "
+                       "SIGTERM drains them all (default 1)")
     serve.set_defaults(func=cmd_serve)
 
     validate = sub.add_parser("validate", help="check a files tree or one Nacos MCP file")
@@ -709,7 +865,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(given)
+    args.argv = given[given.index("serve") + 1:] if "serve" in given else []
     try:
         code: int = args.func(args)
     except McpgwError as exc:
